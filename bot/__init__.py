@@ -1,0 +1,1 @@
+"""The Discord bot: the Bot subclass, start-up, configuration and the command line."""

@@ -1,0 +1,214 @@
+"""config.toml -> typed settings. Secrets never live here: they come from the environment.
+
+The file's shape is checked by pydantic (unknown keys are errors, so a typo is caught
+rather than ignored); the result is turned into the plain dataclasses the other rooms
+take (`PromptLimits`, `ModelCatalog`), so nothing outside `bot/` reads the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from generation.catalog import KNOWN_SAMPLERS, ModelCatalog, ModelVersion, NijiOption, StyleOption
+from generation.prompt import PromptLimits
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
+CONFIG_ENV = "BOT_CONFIG"
+TOKEN_ENV = "DISCORD_TOKEN"
+
+QueueMode = Literal["fast", "relax", "turbo"]
+
+
+class ConfigError(Exception):
+    """config.toml cannot be used; the message names the file, the key and what is expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Version(_Section):
+    source: str
+    family: Literal["sd15", "sdxl"] = "sd15"
+    config: str | None = None
+    style_suffix: str = ""
+    style_lora: str | None = None
+    style_lora_weight: float = 1.0
+
+
+class _Niji(_Section):
+    model: str | None = None
+    lora: str | None = None
+    lora_weight: float = 1.0
+
+
+class _NijiSection(_Section):
+    default: str | None = None
+    versions: dict[str, _Niji] = Field(default_factory=dict)
+
+
+class _Style(_Section):
+    suffix: str = ""
+    lora: str | None = None
+    lora_weight: float = 1.0
+
+
+class _Models(_Section):
+    default_version: str = "builtin"
+    lora_dir: str = "generation/builtin/loras"
+    versions: dict[str, _Version] = Field(default_factory=lambda: {"builtin": _Version(source="builtin")})
+    niji: _NijiSection = Field(default_factory=_NijiSection)
+    styles: dict[str, _Style] = Field(default_factory=dict)
+    samplers: list[str] = Field(default_factory=lambda: list(KNOWN_SAMPLERS))
+
+
+class _Limits(_Section):
+    max_jobs_per_prompt: int = Field(10, ge=1, le=100)
+    max_prompt_length: int = Field(1500, ge=1, le=6000)
+    max_aspect_ratio: float = Field(4.0, ge=1.0, le=8.0)
+
+
+class _Queue(_Section):
+    default_mode: QueueMode = "fast"
+    allowed_modes: list[QueueMode] = Field(default_factory=lambda: ["fast", "relax", "turbo"])
+
+
+class _Storage(_Section):
+    database_url: str = "sqlite+aiosqlite:///data/bot.db"
+    image_dir: str = "data/images"
+
+
+class _Discord(_Section):
+    sync_guild_id: int | None = None
+    progress_edit_seconds: float = Field(3.0, ge=1.0)
+
+
+class _File(_Section):
+    models: _Models = Field(default_factory=_Models)
+    limits: _Limits = Field(default_factory=_Limits)
+    queue: _Queue = Field(default_factory=_Queue)
+    storage: _Storage = Field(default_factory=_Storage)
+    discord: _Discord = Field(default_factory=_Discord)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    default_mode: QueueMode
+    allowed_modes: tuple[QueueMode, ...]
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    database_url: str
+    image_dir: Path
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    sync_guild_id: int | None
+    progress_edit_seconds: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    limits: PromptLimits
+    catalog: ModelCatalog
+    queue: QueueSettings
+    storage: StorageSettings
+    discord: DiscordSettings
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and check the settings file (default: config.toml, or $BOT_CONFIG)."""
+    path = path or config_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (set {CONFIG_ENV} or create config.toml)") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    try:
+        file = _File.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    try:
+        return _settings_from(file, base=path.resolve().parent)
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def _model_source(base: Path, value: str) -> str:
+    """"builtin", a path (relative to the config file), or a hub id already in the local cache."""
+    if value == "builtin":
+        return value
+    path = _resolve(base, value)
+    if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+        return str(path)
+    return value
+
+
+def _settings_from(file: _File, base: Path) -> Settings:
+    models = file.models
+    versions = {
+        name: ModelVersion(
+            name=name,
+            source=_model_source(base, v.source),
+            family=v.family,
+            config=str(_resolve(base, v.config)) if v.config else None,
+            style_suffix=v.style_suffix,
+            style_lora=v.style_lora,
+            style_lora_weight=v.style_lora_weight,
+        )
+        for name, v in models.versions.items()
+    }
+    niji = {}
+    for name, option in models.niji.versions.items():
+        if (option.model is None) == (option.lora is None):
+            raise ValueError(f"models.niji.versions.{name}: set exactly one of `model` or `lora`")
+        if option.model is not None and option.model not in versions:
+            raise ValueError(f"models.niji.versions.{name}.model: {option.model!r} is not one of "
+                             f"the versions {sorted(versions)}")
+        niji[name] = NijiOption(name, option.model, option.lora, option.lora_weight)
+    niji_default = models.niji.default or (next(iter(niji)) if niji else None)
+    catalog = ModelCatalog(
+        versions=versions,
+        default_version=models.default_version,
+        lora_dir=_resolve(base, models.lora_dir),
+        niji=niji,
+        niji_default=niji_default,
+        styles={name: StyleOption(name, s.suffix, s.lora, s.lora_weight) for name, s in models.styles.items()},
+        samplers=tuple(models.samplers),
+    )
+    if file.queue.default_mode not in file.queue.allowed_modes:
+        raise ValueError(f"queue.default_mode {file.queue.default_mode!r} is not in queue.allowed_modes")
+    return Settings(
+        path=base,
+        limits=PromptLimits(
+            max_jobs=file.limits.max_jobs_per_prompt,
+            max_text_length=file.limits.max_prompt_length,
+            max_aspect_ratio=file.limits.max_aspect_ratio,
+        ),
+        catalog=catalog,
+        queue=QueueSettings(file.queue.default_mode, tuple(file.queue.allowed_modes)),
+        storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir)),
+        discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds),
+    )

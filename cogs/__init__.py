@@ -1,0 +1,1 @@
+"""One cog per user surface: imagine/blend, buttons, reactions, history, settings, info."""

@@ -1,0 +1,1 @@
+"""Prompt language, requests, scheduling and image generation (no Discord, no database)."""

@@ -1,0 +1,378 @@
+"""Train the built-in model from nothing on the synthetic world, on a CPU.
+
+    python -m bot train-builtin            # everything: tokenizer, VAE, UNet + text encoder, LoRAs
+    python -m bot train-builtin --phase lora
+
+Phases run in order and each checkpoints into the work folder, so a stopped run
+resumes where it was. The result is written with `save_pretrained` (safetensors) to
+`generation/builtin/model/` and the LoRAs to `generation/builtin/loras/`. Step counts
+are fixed (not time-based) so that a run is reproducible; on 2 CPU cores the whole run
+takes about 90 minutes (see MODEL_CARD.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import LORA_DIR, MODEL_DIR
+from .architecture import (
+    MAX_TOKENS,
+    build_inference_scheduler,
+    build_text_encoder,
+    build_training_scheduler,
+    build_unet,
+    build_vae,
+    write_clip_tokenizer_files,
+)
+from .world import Style, make_examples
+
+log = logging.getLogger(__name__)
+
+BUCKETS: dict[tuple[int, int], float] = {(64, 64): 0.8, (48, 80): 0.1, (80, 48): 0.1}  # (h, w): share
+LORA_STYLES: tuple[Style, ...] = ("niji", "pixel")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    examples_square: int = 40_000
+    examples_per_other_bucket: int = 8_000
+    vae_steps: int = 2_400
+    vae_lr: float = 3e-4
+    vae_batch: int = 16
+    base_steps: int = 10_000
+    base_batch: int = 32
+    base_lr: float = 4e-4
+    lora_steps: int = 1_500
+    lora_batch: int = 16
+    lora_lr: float = 5e-4
+    lora_rank: int = 8
+    caption_dropout: float = 0.1  # classifier-free guidance needs the empty prompt
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    checkpoint_every: int = 500
+    seed: int = 1234
+
+
+# ---------------------------------------------------------------------------
+# data
+
+
+def _images_to_tensor(images: list) -> torch.Tensor:
+    array = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def build_dataset(plan: TrainingPlan, style: Style = "plain", scale: float = 1.0) -> dict:
+    """Captions and pixel tensors per aspect bucket, deterministic from the plan's seed."""
+    dataset = {}
+    for index, ((height, width), _share) in enumerate(BUCKETS.items()):
+        count = plan.examples_square if (height, width) == (64, 64) else plan.examples_per_other_bucket
+        count = max(64, int(count * scale))
+        seed = plan.seed + 1000 * index + {"plain": 0, "niji": 1, "pixel": 2}[style] * 100_000
+        examples = make_examples(count, seed=seed, width=width, height=height, style=style)
+        dataset[(height, width)] = ([c for c, _ in examples], _images_to_tensor([i for _, i in examples]))
+        log.info("rendered %d %s examples at %dx%d", count, style, width, height)
+    return dataset
+
+
+def build_tokenizer(directory: Path, seed: int):
+    """Train BPE merges on the captions so every caption word is one token."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    captions = [caption for caption, _ in make_examples(20_000, seed=seed)]
+    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=600, min_frequency=2, end_of_word_suffix="</w>",
+                                  show_progress=False)
+    tokenizer.train_from_iterator(captions, trainer)
+    import json
+
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    return write_clip_tokenizer_files(directory, merges)
+
+
+def _tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+def _save_checkpoint(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    return torch.load(path, weights_only=False) if path.exists() else None
+
+
+class EMA:
+    """Exponential moving average of weights: what gets exported, for smoother samples."""
+
+    def __init__(self, modules: list[torch.nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.shadow = [p.detach().clone() for m in modules for p in m.parameters()]
+
+    @torch.no_grad()
+    def update(self, modules: list[torch.nn.Module], step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        params = [p for m in modules for p in m.parameters()]
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in params], 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, modules: list[torch.nn.Module]) -> None:
+        for shadow, p in zip(self.shadow, [p for m in modules for p in m.parameters()], strict=True):
+            p.copy_(shadow)
+
+
+# ---------------------------------------------------------------------------
+# phases
+
+
+def train_vae(plan: TrainingPlan, work: Path, dataset: dict):
+    """Autoencoder: reconstruction (MSE + L1) with a small KL term, as SD's VAE minus the GAN."""
+    vae = build_vae()
+    final = work / "vae"
+    if (final / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(final)
+    ckpt_path = work / "vae.ckpt"
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
+    start = 0
+    if (ckpt := _load_checkpoint(ckpt_path)) is not None:
+        vae.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = ckpt["step"]
+    generator = torch.Generator().manual_seed(plan.seed)
+    rng = random.Random(plan.seed + start)
+    bucket_keys, bucket_weights = list(BUCKETS), list(BUCKETS.values())
+    vae.train()
+    progress = tqdm(range(start, plan.vae_steps), initial=start, total=plan.vae_steps, desc="vae")
+    for step in progress:
+        lr = plan.vae_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.vae_steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        key = rng.choices(bucket_keys, bucket_weights)[0]
+        pixels = dataset[key][1]
+        batch = pixels[torch.randint(0, len(pixels), (plan.vae_batch,), generator=generator)]
+        posterior = vae.encode(batch).latent_dist
+        recon = vae.decode(posterior.sample(generator)).sample
+        loss = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch) + 1e-6 * posterior.kl().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % plan.checkpoint_every == 0:
+            _save_checkpoint(ckpt_path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step + 1)
+            log.info("vae step %d loss %.4f", step + 1, loss.item())
+    vae.eval()
+    with torch.no_grad():  # SD's convention: scale latents to unit variance
+        sample = dataset[(64, 64)][1][:512]
+        std = torch.cat([vae.encode(b).latent_dist.sample(generator) for b in sample.split(128)]).std()
+    vae.register_to_config(scaling_factor=float(1.0 / std))
+    log.info("vae scaling factor %.4f", 1.0 / std)
+    vae.save_pretrained(final)
+    return vae
+
+
+@torch.no_grad()
+def encode_dataset(vae, dataset: dict) -> dict:
+    """Posterior mean and std of every picture, so training samples latents without the encoder."""
+    vae.eval()
+    encoded = {}
+    for key, (captions, pixels) in dataset.items():
+        means, stds = [], []
+        for batch in tqdm(pixels.split(256), desc=f"encode {key}"):
+            dist = vae.encode(batch).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+        encoded[key] = (captions, torch.cat(means), torch.cat(stds))
+    return encoded
+
+
+def _min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def _noisy_batch(vae, scheduler, latents_mean, latents_std, generator):
+    latents = (latents_mean + latents_std * torch.randn(latents_mean.shape, generator=generator))
+    latents = latents * vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+    return scheduler.add_noise(latents, noise, timesteps), noise, timesteps
+
+
+def train_base(plan: TrainingPlan, work: Path, tokenizer, vae, encoded: dict) -> None:
+    """UNet and text encoder together, from scratch, with caption dropout for guidance."""
+    unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
+    modules = [unet, text_encoder]
+    scheduler = build_training_scheduler()
+    params = [p for m in modules for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=plan.base_lr, weight_decay=1e-2)
+    ema = EMA(modules, plan.ema_decay)
+    ckpt_path, start = work / "base.ckpt", 0
+    if (ckpt := _load_checkpoint(ckpt_path)) is not None:
+        unet.load_state_dict(ckpt["unet"])
+        text_encoder.load_state_dict(ckpt["text_encoder"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        ema.shadow = ckpt["ema"]
+        start = ckpt["step"]
+    tokens = {key: _tokenize(tokenizer, captions) for key, (captions, _, _) in encoded.items()}
+    empty = _tokenize(tokenizer, [""])[0]
+    generator = torch.Generator().manual_seed(plan.seed + start)
+    rng = random.Random(plan.seed + start)
+    bucket_keys, bucket_weights = list(BUCKETS), list(BUCKETS.values())
+    for module in modules:
+        module.train()
+    progress = tqdm(range(start, plan.base_steps), initial=start, total=plan.base_steps, desc="unet")
+    for step in progress:
+        warmup = min(1.0, (step + 1) / 300)
+        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.base_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = plan.base_lr * warmup * decay
+        key = rng.choices(bucket_keys, bucket_weights)[0]
+        _, means, stds = encoded[key]
+        index = torch.randint(0, len(means), (plan.base_batch,), generator=generator)
+        input_ids = tokens[key][index].clone()
+        drop = torch.rand(plan.base_batch, generator=generator) < plan.caption_dropout
+        input_ids[drop] = empty
+        noisy, noise, timesteps = _noisy_batch(vae, scheduler, means[index], stds[index], generator)
+        hidden = text_encoder(input_ids)[0]
+        prediction = unet(noisy, timesteps, hidden).sample
+        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * _min_snr_weights(scheduler, timesteps, plan.min_snr_gamma)).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(modules, step)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % plan.checkpoint_every == 0 or step + 1 == plan.base_steps:
+            _save_checkpoint(ckpt_path, unet=unet.state_dict(), text_encoder=text_encoder.state_dict(),
+                             optimizer=optimizer.state_dict(), ema=ema.shadow, step=step + 1)
+            log.info("unet step %d loss %.4f", step + 1, loss.item())
+        if (step + 1) % 2000 == 0 and step + 1 < plan.base_steps:
+            _export(work / "preview-model", tokenizer, vae, unet, text_encoder, ema)
+    _export(MODEL_DIR, tokenizer, vae, unet, text_encoder, ema)
+
+
+def _export(directory: Path, tokenizer, vae, unet, text_encoder, ema: EMA) -> None:
+    """Write the EMA weights as a standard diffusers folder (what from_pretrained reads)."""
+    from diffusers import StableDiffusionPipeline
+
+    unet_copy, text_copy = build_unet(), build_text_encoder(tokenizer)
+    unet_copy.load_state_dict(unet.state_dict())
+    text_copy.load_state_dict(text_encoder.state_dict())
+    ema.copy_to([unet_copy, text_copy])
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_copy, tokenizer=tokenizer, unet=unet_copy,
+        scheduler=build_inference_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory, safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):  # for tools that read CLIP's classic files
+        shutil.copy(Path(tokenizer.name_or_path) / name, directory / "tokenizer" / name)
+    log.info("exported model to %s", directory)
+
+
+def train_lora(plan: TrainingPlan, work: Path, style: Style) -> None:
+    """A style LoRA on the shipped model: same captions, pictures drawn in `style`."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True)
+    unet, vae, tokenizer, text_encoder = pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    unet.add_adapter(LoraConfig(
+        r=plan.lora_rank, lora_alpha=plan.lora_rank, init_lora_weights="gaussian",
+        target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1", "conv2"],
+    ))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=plan.lora_lr, weight_decay=0.0)
+    encoded = encode_dataset(vae, build_dataset(plan, style, scale=0.4))
+    tokens = {key: _tokenize(tokenizer, captions) for key, (captions, _, _) in encoded.items()}
+    with torch.no_grad():
+        hidden = {key: torch.cat([text_encoder(t)[0] for t in ids.split(512)]) for key, ids in tokens.items()}
+        empty = text_encoder(_tokenize(tokenizer, [""]))[0][0]
+    scheduler = build_training_scheduler()
+    generator = torch.Generator().manual_seed(plan.seed)
+    rng = random.Random(plan.seed)
+    bucket_keys, bucket_weights = list(BUCKETS), list(BUCKETS.values())
+    unet.train()
+    for step in tqdm(range(plan.lora_steps), desc=f"lora {style}"):
+        for group in optimizer.param_groups:
+            group["lr"] = plan.lora_lr * min(1.0, (step + 1) / 100)
+        key = rng.choices(bucket_keys, bucket_weights)[0]
+        _, means, stds = encoded[key]
+        index = torch.randint(0, len(means), (plan.lora_batch,), generator=generator)
+        condition = hidden[key][index].clone()
+        drop = torch.rand(plan.lora_batch, generator=generator) < plan.caption_dropout
+        condition[drop] = empty
+        noisy, noise, timesteps = _noisy_batch(vae, scheduler, means[index], stds[index], generator)
+        prediction = unet(noisy, timesteps, condition).sample
+        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * _min_snr_weights(scheduler, timesteps, plan.min_snr_gamma)).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % 250 == 0:
+            log.info("lora %s step %d loss %.4f", style, step + 1, loss.item())
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    LORA_DIR.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(LORA_DIR, unet_lora_layers=layers,
+                                              weight_name=f"{style}.safetensors")
+    log.info("saved LoRA %s", LORA_DIR / f"{style}.safetensors")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="train-builtin", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--phase", choices=("all", "base", "lora"), default="all",
+                        help="base: tokenizer, VAE, UNet and text encoder; lora: the style LoRAs")
+    parser.add_argument("--work-dir", type=Path, default=Path(".cache/train-builtin"),
+                        help="checkpoints and intermediate files (resumed from when present)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    plan = TrainingPlan()
+    torch.manual_seed(plan.seed)
+    work: Path = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if args.phase in ("all", "base"):
+        tokenizer = build_tokenizer(work / "tokenizer", plan.seed)
+        dataset = build_dataset(plan)
+        vae = train_vae(plan, work, dataset)
+        encoded = encode_dataset(vae, dataset)
+        del dataset
+        train_base(plan, work, tokenizer, vae, encoded)
+    if args.phase in ("all", "lora"):
+        for style in LORA_STYLES:
+            train_lora(plan, work, style)
+    log.info("done in %.1f minutes", (time.monotonic() - started) / 60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Database models, repository functions, migrations and the image file store."""

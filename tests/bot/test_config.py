@@ -1,0 +1,76 @@
+"""config.toml: the shipped file loads, and a bad file says what is wrong and where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEFAULT_CONFIG, ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_config_loads():
+    settings = load_settings(DEFAULT_CONFIG)
+    assert settings.catalog.default_version == "builtin"
+    assert settings.catalog.versions["builtin"].source == "builtin"
+    assert settings.catalog.niji["6"].lora == "niji"
+    assert settings.limits.max_jobs == 10
+    assert settings.catalog.lora_dir == DEFAULT_CONFIG.parent / "generation/builtin/loras"
+    assert settings.queue.default_mode == "fast"
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path):
+    settings = load_settings(write(tmp_path, ""))
+    assert settings.catalog.default_version == "builtin"
+    assert settings.storage.database_url.startswith("sqlite+aiosqlite:")
+    assert settings.storage.image_dir == tmp_path / "data/images"
+
+
+def test_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    settings = load_settings(write(tmp_path, """
+[models]
+default_version = "mine"
+[models.versions.mine]
+source = "models"
+[models.versions.hub]
+source = "someone/some-model"
+"""))
+    assert settings.catalog.versions["mine"].source == str(tmp_path / "models")
+    assert settings.catalog.versions["hub"].source == "someone/some-model"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[limits\n", "not valid TOML"),
+    ("[limits]\nmax_jobs = 3\n", "limits.max_jobs: Extra inputs are not permitted"),
+    ("[limits]\nmax_jobs_per_prompt = 'ten'\n", "limits.max_jobs_per_prompt: Input should be a valid integer"),
+    ("[limits]\nmax_jobs_per_prompt = 0\n", "limits.max_jobs_per_prompt: Input should be greater than or equal to 1"),
+    ("[models]\ndefault_version = 'sdxl'\n", "default_version 'sdxl' is not one of the versions ['builtin']"),
+    ("[models.niji.versions.6]\nmodel = 'anime'\n", "models.niji.versions.6.model: 'anime' is not one of the versions"),
+    ("[models.niji.versions.6]\n", "models.niji.versions.6: set exactly one of `model` or `lora`"),
+    ("[models]\nsamplers = ['euler', 'magic']\n", "unknown samplers ['magic']"),
+    ("[queue]\ndefault_mode = 'slow'\n", "queue.default_mode: Input should be 'fast', 'relax' or 'turbo'"),
+    ("[queue]\ndefault_mode = 'relax'\nallowed_modes = ['fast']\n", "queue.default_mode 'relax' is not in"),
+])
+def test_a_bad_file_names_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_the_token_is_not_a_setting(tmp_path):
+    with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
+        load_settings(write(tmp_path, "[discord]\ntoken = 'abc'\n"))
