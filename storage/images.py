@@ -1,0 +1,72 @@
+"""The image store: PNG files on disk, addressed by job id and index, written atomically.
+
+Each PNG carries the generation parameters in the A1111-compatible `parameters` text
+chunk, so a picture saved from Discord or the store can be read back by the WebUI and
+by us. The database keeps the path and the hash, never the bytes. These functions
+block (disk I/O): call them from a worker thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+PARAMETERS_KEY = "parameters"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    sha256: str
+    width: int
+    height: int
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, job_id: int, index: int) -> Path:
+        # a thousand jobs per folder keeps directories small on long-running servers
+        return self.root / f"{job_id // 1000:05d}" / str(job_id) / f"{index}.png"
+
+    def save(self, job_id: int, index: int, image: Image.Image, parameters: str) -> StoredFile:
+        """Write the PNG (temp file + rename, so a crash never leaves half a file)."""
+        data = encode_png(image, parameters)
+        target = self.path_for(job_id, index)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{index}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as temp:
+                temp.write(data)
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return StoredFile(target, hashlib.sha256(data).hexdigest(), image.width, image.height)
+
+    def open(self, path: str | Path) -> Image.Image:
+        with Image.open(path) as image:
+            image.load()
+            return image
+
+
+def encode_png(image: Image.Image, parameters: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_parameters(path: str | Path) -> str | None:
+    with Image.open(path) as image:
+        return image.info.get(PARAMETERS_KEY)

@@ -1,0 +1,152 @@
+"""The database: users, guilds and channels, jobs, images, favourites.
+
+The job table is the durable record of every request: written (queued) before anything
+else can fail, and read back at start-up to rebuild the in-memory queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import func as sql_func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class JobKind(enum.StrEnum):
+    IMAGINE = "imagine"
+    REROLL = "reroll"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+    ZOOM = "zoom"
+    PAN = "pan"
+    REGION = "region"
+    BLEND = "blend"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class QueueMode(enum.StrEnum):
+    TURBO = "turbo"
+    FAST = "fast"
+    RELAX = "relax"
+
+
+class Variability(enum.StrEnum):
+    SUBTLE = "subtle"
+    STRONG = "strong"
+
+
+def _enum(kind: type[enum.Enum], name: str) -> Enum:
+    # stored as plain strings (no database enum type), so adding a value needs no migration
+    return Enum(kind, name=name, native_enum=False, create_constraint=False, length=16,
+                values_callable=lambda members: [m.value for m in members])
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=sql_func.now())
+
+
+class User(Timestamped, Base):
+    """A Discord user and their /settings."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    default_mode: Mapped[QueueMode | None] = mapped_column(_enum(QueueMode, "queue_mode"))
+    default_suffix: Mapped[str] = mapped_column(Text, default="", server_default="")
+    variability: Mapped[Variability] = mapped_column(_enum(Variability, "variability"), default=Variability.SUBTLE,
+                                                     server_default=Variability.SUBTLE.value)
+    remix: Mapped[bool] = mapped_column(default=False, server_default="0")
+
+
+class Guild(Timestamped, Base):
+    """A server's defaults: the mode its users start in and the modes it allows."""
+
+    __tablename__ = "guilds"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    default_mode: Mapped[QueueMode | None] = mapped_column(_enum(QueueMode, "queue_mode"))
+    allowed_modes: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class Channel(Timestamped, Base):
+    """A channel's own limits, narrower than its server's when set."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    guild_id: Mapped[int | None] = mapped_column(ForeignKey("guilds.id", ondelete="CASCADE"))
+    allowed_modes: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class Job(Timestamped, Base):
+    """One unit of generation work: what was asked, by whom, where, and how it went."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[JobKind] = mapped_column(_enum(JobKind, "job_kind"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # GenerationRequest.to_dict() plus job options
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    mode: Mapped[QueueMode] = mapped_column(_enum(QueueMode, "queue_mode"))
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    images: Mapped[list[Image]] = relationship(back_populates="job", order_by="Image.index",
+                                               cascade="all, delete-orphan")
+    parent: Mapped[Job | None] = relationship(remote_side=[id])
+
+
+class Image(Timestamped, Base):
+    """A picture a job made; the bytes live in the image store, the row says where."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    path: Mapped[str] = mapped_column(String(500))
+    width: Mapped[int]
+    height: Mapped[int]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+    job: Mapped[Job] = relationship(back_populates="images")
+
+
+class Favourite(Timestamped, Base):
+    __tablename__ = "favourites"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)

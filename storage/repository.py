@@ -1,0 +1,165 @@
+"""Repository functions: each says what it does, takes the session, and never commits.
+
+The caller owns the unit of work (`async with sessionmaker.begin() as session:`), one
+per command or job step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from .models import Favourite, Image, Job, JobKind, JobState, QueueMode, User
+
+UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """What the image store wrote for one picture of a job."""
+
+    index: int
+    path: str
+    width: int
+    height: int
+    seed: int
+    sha256: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def ensure_user(session: AsyncSession, *, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        user = User(id=user_id)
+        session.add(user)
+        await session.flush()
+    return user
+
+
+async def enqueue_job(session: AsyncSession, *, kind: JobKind, user_id: int, request: dict[str, Any],
+                      mode: QueueMode, prompt: str = "", seed: int | None = None, parent_id: int | None = None,
+                      guild_id: int | None = None, channel_id: int | None = None) -> Job:
+    """Write a queued job: the durable record, made before anything else can fail."""
+    await ensure_user(session, user_id=user_id)
+    job = Job(kind=kind, user_id=user_id, request=request, mode=mode, prompt=prompt, seed=seed,
+              parent_id=parent_id, guild_id=guild_id, channel_id=channel_id, state=JobState.QUEUED)
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def get_job(session: AsyncSession, *, job_id: int) -> Job | None:
+    """A job with its images."""
+    return await session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.images)))
+
+
+async def list_unfinished_jobs(session: AsyncSession) -> list[Job]:
+    """Queued and running jobs in the order they were asked for: what start-up requeues."""
+    result = await session.scalars(select(Job).where(Job.state.in_(UNFINISHED)).order_by(Job.id))
+    return list(result)
+
+
+async def mark_job_running(session: AsyncSession, *, job_id: int) -> Job:
+    """Count an attempt; a job found running at start-up has its attempts to show for it."""
+    job = await session.get_one(Job, job_id)
+    job.state = JobState.RUNNING
+    job.attempts += 1
+    job.started_at = _now()
+    return job
+
+
+async def requeue_job(session: AsyncSession, *, job_id: int) -> Job:
+    job = await session.get_one(Job, job_id)
+    job.state = JobState.QUEUED
+    return job
+
+
+async def record_images(session: AsyncSession, *, job_id: int, images: list[NewImage]) -> bool:
+    """Store a finished job's images and mark it done. Idempotent per job: a job that
+    already has images keeps them and False is returned (a redelivered task)."""
+    job = await get_job(session, job_id=job_id)
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    if job.images:
+        return False
+    for image in images:
+        session.add(Image(job_id=job_id, index=image.index, path=image.path, width=image.width,
+                          height=image.height, seed=image.seed, sha256=image.sha256))
+    job.state = JobState.DONE
+    job.error = None
+    job.finished_at = _now()
+    await session.flush()
+    return True
+
+
+async def fail_job(session: AsyncSession, *, job_id: int, error: str) -> Job:
+    job = await session.get_one(Job, job_id)
+    job.state = JobState.FAILED
+    job.error = error
+    job.finished_at = _now()
+    return job
+
+
+async def cancel_job(session: AsyncSession, *, job_id: int) -> bool:
+    """Cancel a queued or running job; False when it had already finished."""
+    job = await session.get_one(Job, job_id)
+    if job.state not in UNFINISHED:
+        return False
+    job.state = JobState.CANCELLED
+    job.finished_at = _now()
+    return True
+
+
+async def set_job_message(session: AsyncSession, *, job_id: int, message_id: int) -> None:
+    job = await session.get_one(Job, job_id)
+    job.message_id = message_id
+
+
+async def list_history(session: AsyncSession, *, user_id: int, text: str | None = None, limit: int = 10,
+                       offset: int = 0) -> list[Job]:
+    """A user's jobs, newest first, optionally those whose prompt contains `text`."""
+    query = select(Job).where(Job.user_id == user_id)
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Job.prompt.ilike(f"%{escaped}%", escape="\\"))
+    query = query.order_by(Job.id.desc()).limit(limit).offset(offset).options(selectinload(Job.images))
+    return list(await session.scalars(query))
+
+
+async def parent_chain(session: AsyncSession, *, job_id: int) -> list[Job]:
+    """The job, its parent, its parent's parent... (what an upscale of a variation came from)."""
+    chain: list[Job] = []
+    seen: set[int] = set()
+    current: int | None = job_id
+    while current is not None and current not in seen:
+        job = await get_job(session, job_id=current)
+        if job is None:
+            break
+        chain.append(job)
+        seen.add(current)
+        current = job.parent_id
+    return chain
+
+
+async def add_favourite(session: AsyncSession, *, user_id: int, image_id: int) -> bool:
+    """False when it was a favourite already."""
+    await ensure_user(session, user_id=user_id)
+    if await session.get(Favourite, (user_id, image_id)) is not None:
+        return False
+    session.add(Favourite(user_id=user_id, image_id=image_id))
+    await session.flush()
+    return True
+
+
+async def list_favourites(session: AsyncSession, *, user_id: int, limit: int = 25, offset: int = 0) -> list[Image]:
+    query = (select(Image).join(Favourite, Favourite.image_id == Image.id).where(Favourite.user_id == user_id)
+             .order_by(Favourite.created_at.desc(), Image.id.desc()).limit(limit).offset(offset))
+    return list(await session.scalars(query))

@@ -1,0 +1,80 @@
+"""The synthetic world: deterministic, described in users' words, and readable back."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from generation.builtin.analysis import background_colour, blockiness, classify_shape, dominant_colour, outline_darkness
+from generation.builtin.world import (
+    PALETTE,
+    POSITIONS,
+    SHAPE_COLOURS,
+    SHAPES,
+    SIZES,
+    Scene,
+    ShapeSpec,
+    make_examples,
+    render,
+    vocabulary,
+)
+
+
+def test_the_same_seed_gives_the_same_pictures_and_captions():
+    first, second = make_examples(12, seed=7), make_examples(12, seed=7)
+    assert [c for c, _ in first] == [c for c, _ in second]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for (_, a), (_, b) in zip(first, second, strict=True))
+    assert [c for c, _ in make_examples(12, seed=8)] != [c for c, _ in first]
+
+
+def test_the_world_is_as_wide_as_promised():
+    assert set(SHAPES) >= {"circle", "square", "triangle", "star"}
+    assert len(SHAPE_COLOURS) >= 8
+    captions = " ".join(c for c, _ in make_examples(400, seed=1))
+    for word in ("background", "small", "large", "top left", "bottom right", "two", " and "):
+        assert word in captions
+
+
+def test_captions_name_what_is_drawn():
+    # "a small blue star in the top left on a white background" is drawn so
+    scene = Scene("white", (ShapeSpec("star", "blue", "small", "top left"),))
+    image = render(scene)
+    assert (dominant_colour(image), background_colour(image), classify_shape(image)) == ("blue", "white", "star")
+    blue = np.asarray(image)[:, :, 2] > 150
+    ys, xs = np.nonzero(blue & (np.asarray(image)[:, :, 0] < 100))
+    assert ys.mean() < 32 and xs.mean() < 32
+
+
+def test_other_aspect_ratios_render():
+    assert render(Scene("gray", (ShapeSpec("circle", "red"),)), 80, 48).size == (80, 48)
+
+
+def test_every_caption_word_is_in_the_vocabulary():
+    known = set(vocabulary())
+    for caption, _ in make_examples(300, seed=3):
+        assert set(caption.split()) <= known, caption
+
+
+def test_the_reader_tells_shapes_colours_and_backgrounds_apart():
+    rng = random.Random(11)
+    right = {"shape": 0, "colour": 0, "background": 0}
+    for _ in range(200):
+        colour = rng.choice(list(SHAPE_COLOURS))
+        background = rng.choice([b for b in PALETTE if b != colour])
+        spec = ShapeSpec(rng.choice(SHAPES), colour, rng.choice(list(SIZES)), rng.choice(list(POSITIONS)))
+        image = render(Scene(background, (spec,)), rng=rng)
+        right["shape"] += classify_shape(image) == spec.shape
+        right["colour"] += dominant_colour(image) == colour
+        right["background"] += background_colour(image) == background
+    assert right["colour"] == right["background"] == 200
+    assert right["shape"] >= 190
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_styles_are_measurable_on_drawn_pictures(shape):
+    scene = Scene("white", (ShapeSpec(shape, "yellow", "large"),))
+    plain, niji, pixel = (render(scene, style=style) for style in ("plain", "niji", "pixel"))
+    assert outline_darkness(plain) == 0 and outline_darkness(niji) > 0.03
+    assert blockiness(plain) < 1.5 < 3 < blockiness(pixel)

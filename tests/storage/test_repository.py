@@ -1,0 +1,104 @@
+"""Repository functions against a real, migrated SQLite file."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from storage import repository as repo
+from storage.models import JobKind, JobState, QueueMode
+
+REQUEST = {"segments": [{"text": "a red circle", "weight": 1.0}], "params": {"aspect": "1:1"}}
+
+
+def images_for(job_id: int, count: int = 4) -> list[repo.NewImage]:
+    return [repo.NewImage(i, f"{job_id}/{i}.png", 64, 64, 100 + i, f"{i:064x}") for i in range(count)]
+
+
+async def new_job(sessionmaker, user_id=1, prompt="a red circle", **kwargs) -> int:
+    async with sessionmaker.begin() as session:
+        job = await repo.enqueue_job(session, kind=kwargs.pop("kind", JobKind.IMAGINE), user_id=user_id,
+                                     request=REQUEST, mode=QueueMode.FAST, prompt=prompt, **kwargs)
+        return job.id
+
+
+async def test_a_job_is_written_queued_with_its_request(sessionmaker):
+    job_id = await new_job(sessionmaker, seed=42, guild_id=7, channel_id=8)
+    async with sessionmaker() as session:
+        job = await repo.get_job(session, job_id=job_id)
+        assert (job.state, job.kind, job.seed, job.request, job.attempts) == (
+            JobState.QUEUED, JobKind.IMAGINE, 42, REQUEST, 0)
+        assert job.created_at is not None
+
+
+async def test_the_lifecycle_and_recording_images_once(sessionmaker):
+    job_id = await new_job(sessionmaker)
+    async with sessionmaker.begin() as session:
+        assert (await repo.mark_job_running(session, job_id=job_id)).attempts == 1
+    async with sessionmaker.begin() as session:
+        assert await repo.record_images(session, job_id=job_id, images=images_for(job_id)) is True
+    async with sessionmaker.begin() as session:  # a redelivered result changes nothing
+        assert await repo.record_images(session, job_id=job_id, images=images_for(job_id, 2)) is False
+    async with sessionmaker() as session:
+        job = await repo.get_job(session, job_id=job_id)
+        assert job.state == JobState.DONE and job.finished_at is not None
+        assert [(i.index, i.seed) for i in job.images] == [(0, 100), (1, 101), (2, 102), (3, 103)]
+
+
+async def test_unfinished_jobs_come_back_in_order(sessionmaker):
+    first, second, third = [await new_job(sessionmaker, user_id=u) for u in (1, 2, 1)]
+    async with sessionmaker.begin() as session:
+        await repo.mark_job_running(session, job_id=second)
+        await repo.cancel_job(session, job_id=third)
+    async with sessionmaker() as session:
+        assert [(j.id, j.state) for j in await repo.list_unfinished_jobs(session)] == [
+            (first, JobState.QUEUED), (second, JobState.RUNNING)]
+
+
+async def test_fail_and_cancel(sessionmaker):
+    failed, cancelled = await new_job(sessionmaker), await new_job(sessionmaker)
+    async with sessionmaker.begin() as session:
+        await repo.fail_job(session, job_id=failed, error="out of memory")
+        assert await repo.cancel_job(session, job_id=cancelled) is True
+        assert await repo.cancel_job(session, job_id=failed) is False  # already over
+    async with sessionmaker() as session:
+        assert (await repo.get_job(session, job_id=failed)).error == "out of memory"
+
+
+async def test_history_is_newest_first_paged_and_filtered(sessionmaker):
+    prompts = ["a red circle", "a blue square", "two red stars", "100% cyan", "under_score"]
+    ids = [await new_job(sessionmaker, prompt=p) for p in prompts]
+    await new_job(sessionmaker, user_id=2, prompt="a red circle")  # someone else's
+    async with sessionmaker() as session:
+        assert [j.id for j in await repo.list_history(session, user_id=1)] == ids[::-1]
+        assert [j.id for j in await repo.list_history(session, user_id=1, limit=2, offset=1)] == [ids[3], ids[2]]
+        assert [j.prompt for j in await repo.list_history(session, user_id=1, text="RED")] == [
+            "two red stars", "a red circle"]
+        assert [j.prompt for j in await repo.list_history(session, user_id=1, text="%")] == ["100% cyan"]
+        assert [j.prompt for j in await repo.list_history(session, user_id=1, text="_")] == ["under_score"]
+
+
+async def test_parent_chain(sessionmaker):
+    grid = await new_job(sessionmaker)
+    variation = await new_job(sessionmaker, kind=JobKind.VARIATION, parent_id=grid)
+    upscale = await new_job(sessionmaker, kind=JobKind.UPSCALE, parent_id=variation)
+    async with sessionmaker() as session:
+        assert [j.id for j in await repo.parent_chain(session, job_id=upscale)] == [upscale, variation, grid]
+
+
+async def test_favourites(sessionmaker):
+    job_id = await new_job(sessionmaker)
+    async with sessionmaker.begin() as session:
+        await repo.record_images(session, job_id=job_id, images=images_for(job_id))
+        image_ids = [i.id for i in (await repo.get_job(session, job_id=job_id)).images]
+    async with sessionmaker.begin() as session:
+        assert await repo.add_favourite(session, user_id=9, image_id=image_ids[2]) is True
+        assert await repo.add_favourite(session, user_id=9, image_id=image_ids[2]) is False
+    async with sessionmaker() as session:
+        assert [i.id for i in await repo.list_favourites(session, user_id=9)] == [image_ids[2]]
+
+
+async def test_foreign_keys_are_enforced(sessionmaker):
+    with pytest.raises(IntegrityError):
+        async with sessionmaker.begin() as session:
+            await repo.add_favourite(session, user_id=1, image_id=12345)
