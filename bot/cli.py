@@ -70,15 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also check it against config.toml (versions, niji, styles, samplers, LoRAs)")
     parse.set_defaults(handler=_cmd_parse)
 
+    # its own options (--phase, --work-dir, --help) are read by the trainer
     train = commands.add_parser("train-builtin", help="retrain the built-in model (about 90 minutes on 2 cores)",
                                 add_help=False)
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
     train.set_defaults(handler=_cmd_train_builtin)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.handler is _cmd_train_builtin:
+        args.train_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except ConfigError as error:

@@ -50,8 +50,10 @@ class TrainingPlan:
     examples_per_other_bucket: int = 8_000
     vae_steps: int = 2_400
     vae_lr: float = 3e-4
+    decoder_steps: int = 2_000
+    decoder_lr: float = 2e-4
     vae_batch: int = 16
-    base_steps: int = 10_000
+    base_steps: int = 8_000
     base_batch: int = 32
     base_lr: float = 4e-4
     lora_steps: int = 1_500
@@ -190,6 +192,67 @@ def train_vae(plan: TrainingPlan, work: Path, dataset: dict):
         std = torch.cat([vae.encode(b).latent_dist.sample(generator) for b in sample.split(128)]).std()
     vae.register_to_config(scaling_factor=float(1.0 / std))
     log.info("vae scaling factor %.4f", 1.0 / std)
+    vae.save_pretrained(final)
+    return vae
+
+
+def _edge_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between image gradients: keeps edges, points of stars and pixel blocks sharp."""
+    def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+    (rx, ry), (tx, ty) = gradients(recon), gradients(target)
+    return F.l1_loss(rx, tx) + F.l1_loss(ry, ty)
+
+
+def train_decoder(plan: TrainingPlan, work: Path):
+    """Sharpen the decoder with the encoder frozen (as SD's ft-MSE VAE was made).
+
+    The latent space does not move, so the UNet trained on it is unaffected; the
+    decoder also sees niji and pixel pictures so the style LoRAs can show.
+    """
+    from diffusers import AutoencoderKL
+
+    final = work / "vae-decoder"
+    if (final / "config.json").exists():
+        return AutoencoderKL.from_pretrained(final)
+    vae = AutoencoderKL.from_pretrained(work / "vae")
+    vae.requires_grad_(False)
+    trainable = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=plan.decoder_lr, weight_decay=0.0)
+    ckpt_path, start = work / "decoder.ckpt", 0
+    if (ckpt := _load_checkpoint(ckpt_path)) is not None:
+        vae.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = ckpt["step"]
+    styles = {style: build_dataset(plan, style, scale=share) for style, share in
+              (("plain", 0.5), ("niji", 0.25), ("pixel", 0.25))}
+    keys = [(style, bucket) for style in styles for bucket in BUCKETS]
+    weights = [{"plain": 0.6, "niji": 0.2, "pixel": 0.2}[style] * BUCKETS[bucket] for style, bucket in keys]
+    generator = torch.Generator().manual_seed(plan.seed + 7 + start)
+    rng = random.Random(plan.seed + 7 + start)
+    vae.decoder.train()
+    progress = tqdm(range(start, plan.decoder_steps), initial=start, total=plan.decoder_steps, desc="decoder")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = plan.decoder_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.decoder_steps)))
+        style, bucket = rng.choices(keys, weights)[0]
+        pixels = styles[style][bucket][1]
+        batch = pixels[torch.randint(0, len(pixels), (plan.vae_batch,), generator=generator)]
+        with torch.no_grad():
+            latents = vae.encode(batch).latent_dist.sample(generator)
+        recon = vae.decode(latents).sample
+        loss = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch) + _edge_loss(recon, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % plan.checkpoint_every == 0:
+            _save_checkpoint(ckpt_path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step + 1)
+            log.info("decoder step %d loss %.4f", step + 1, loss.item())
+    vae.eval()
     vae.save_pretrained(final)
     return vae
 
@@ -350,8 +413,9 @@ def train_lora(plan: TrainingPlan, work: Path, style: Style) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="train-builtin", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--phase", choices=("all", "base", "lora"), default="all",
-                        help="base: tokenizer, VAE, UNet and text encoder; lora: the style LoRAs")
+    parser.add_argument("--phase", choices=("all", "base", "decoder", "lora"), default="all",
+                        help="base: tokenizer, VAE, UNet and text encoder, then the decoder; "
+                             "decoder: sharpen the VAE decoder only; lora: the style LoRAs")
     parser.add_argument("--work-dir", type=Path, default=Path(".cache/train-builtin"),
                         help="checkpoints and intermediate files (resumed from when present)")
     args = parser.parse_args(argv)
@@ -365,9 +429,16 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = build_tokenizer(work / "tokenizer", plan.seed)
         dataset = build_dataset(plan)
         vae = train_vae(plan, work, dataset)
-        encoded = encode_dataset(vae, dataset)
+        encoded_path = work / "encoded.pt"
+        if (encoded := _load_checkpoint(encoded_path)) is None:
+            encoded = encode_dataset(vae, dataset)
+            _save_checkpoint(encoded_path, **{f"{h}x{w}": value for (h, w), value in encoded.items()})
+        else:
+            encoded = {tuple(int(n) for n in key.split("x")): value for key, value in encoded.items()}
         del dataset
         train_base(plan, work, tokenizer, vae, encoded)
+    if args.phase in ("all", "base", "decoder"):
+        train_decoder(plan, work).save_pretrained(MODEL_DIR / "vae")
     if args.phase in ("all", "lora"):
         for style in LORA_STYLES:
             train_lora(plan, work, style)

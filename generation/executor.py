@@ -1,0 +1,150 @@
+"""Executors run generation work off the event loop and report back to it.
+
+`LocalExecutor` (the default) is one worker thread that owns the engine on this
+machine; a Celery executor will implement the same interface for many GPU workers.
+The event loop never runs model code: it submits work and gets a `JobHandle`, an
+async iterator of progress events that ends with the result (or the error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a running job: what the progress message shows ("(45%)", a preview)."""
+
+    step: int
+    total: int
+    preview: Any | None = None  # a small PIL image every few steps
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.step / max(self.total, 1))
+
+
+class JobCancelled(Exception):
+    """The job was cancelled; raised by `JobHandle.result()`."""
+
+
+class CancelToken:
+    """Set from the event loop, read by the engine between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+# what an executor runs: blocking, in its own thread; reports progress, checks the token
+Work = Callable[[Callable[[Progress], None], CancelToken], ResultT]
+
+
+@dataclass
+class JobHandle(Generic[ResultT]):
+    job_id: int
+    token: CancelToken = field(default_factory=CancelToken)
+    _events: asyncio.Queue[Progress | None] = field(default_factory=asyncio.Queue)
+    _result: asyncio.Future[ResultT] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def cancel(self) -> None:
+        """Stop the job: dropped if it has not started, stopped at the next step if it has."""
+        self.token.cancel()
+
+    async def events(self) -> AsyncIterator[Progress]:
+        """Progress events until the job ends (then the iterator stops; see `result()`)."""
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def result(self) -> ResultT:
+        return await self._result
+
+    # called on the event loop thread only
+    def _report(self, event: Progress) -> None:
+        self._events.put_nowait(event)
+
+    def _finish(self, result: ResultT | None, error: BaseException | None) -> None:
+        if not self._result.done():
+            if error is not None:
+                self._result.set_exception(error)
+            else:
+                self._result.set_result(result)  # type: ignore[arg-type]
+        self._events.put_nowait(None)
+
+
+class Executor(ABC):
+    @abstractmethod
+    def submit(self, job_id: int, work: Work[ResultT]) -> JobHandle[ResultT]: ...
+
+    @property
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more jobs could start now (the queue hands out work only when > 0)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class LocalExecutor(Executor):
+    """One worker thread on this machine; jobs run one at a time, in submission order."""
+
+    def __init__(self, name: str = "generation") -> None:
+        self._loop = asyncio.get_running_loop()
+        self._inbox: queue.Queue[tuple[JobHandle[Any], Work[Any]] | None] = queue.Queue()
+        self._busy = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self._busy else 1
+
+    def submit(self, job_id: int, work: Work[ResultT]) -> JobHandle[ResultT]:
+        handle: JobHandle[ResultT] = JobHandle(job_id)
+        self._busy += 1
+        self._inbox.put((handle, work))
+        return handle
+
+    async def close(self) -> None:
+        self._inbox.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            handle, work = item
+            result, error = None, None
+            try:
+                if handle.token.cancelled:
+                    raise JobCancelled(f"job {handle.job_id} was cancelled before it started")
+                result = work(lambda event, h=handle: self._post(h._report, event), handle.token)
+                if handle.token.cancelled:
+                    raise JobCancelled(f"job {handle.job_id} was cancelled")
+            except BaseException as exc:  # every failure goes back to the job's owner
+                error = exc
+            self._post(self._done, handle, result, error)
+
+    def _done(self, handle: JobHandle[Any], result: Any, error: BaseException | None) -> None:
+        self._busy -= 1
+        handle._finish(result, error)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody is listening
+            self._loop.call_soon_threadsafe(callback, *args)
