@@ -107,19 +107,24 @@ class FairScheduler:
         self._classes[mode].add(QueuedJob(job_id, user_id, mode))
         return self.position(job_id) or 0
 
-    def add_many(self, jobs: list[tuple[int, int, Mode]], *, enforce_caps: bool = True) -> list[int]:
+    def check_caps(self, wanted: list[tuple[int, Mode]]) -> None:
+        """Raise `QueueFull` if queueing these (user, mode) jobs would pass a user's cap."""
+        counts: dict[tuple[int, Mode], int] = {}
+        for user_id, mode in wanted:
+            counts[user_id, mode] = counts.get((user_id, mode), 0) + 1
+        for (user_id, mode), count in counts.items():
+            waiting = len(self._classes[mode].by_user.get(user_id, ()))
+            cap = self.caps.queued[mode]
+            if waiting + count > cap:
+                raise QueueFull(f"this would put {waiting + count} of your {mode} jobs in the queue "
+                                f"(the limit is {cap}): wait for some to finish, or ask for fewer")
+
+    def add_many(self, jobs: list[tuple[int, int, Mode]], *, enforce_caps: bool = True) -> None:
         """Queue several jobs of one request all or nothing: the caps are checked for the whole batch."""
         if enforce_caps:
-            wanted: dict[tuple[int, Mode], int] = {}
-            for _, user_id, mode in jobs:
-                wanted[user_id, mode] = wanted.get((user_id, mode), 0) + 1
-            for (user_id, mode), count in wanted.items():
-                waiting = len(self._classes[mode].by_user.get(user_id, ()))
-                cap = self.caps.queued[mode]
-                if waiting + count > cap:
-                    raise QueueFull(f"this would put {waiting + count} of your {mode} jobs in the queue "
-                                    f"(the limit is {cap}): wait for some to finish, or ask for fewer")
-        return [self.add(job_id, user_id, mode, enforce_caps=False) for job_id, user_id, mode in jobs]
+            self.check_caps([(user_id, mode) for _, user_id, mode in jobs])
+        for job_id, user_id, mode in jobs:
+            self._classes[mode].add(QueuedJob(job_id, user_id, mode))
 
     def take_next(self) -> QueuedJob | None:
         """The job to start now (marked running), or None when nothing may start."""

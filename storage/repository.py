@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -36,11 +38,13 @@ def _now() -> datetime:
 
 
 async def ensure_user(session: AsyncSession, *, user_id: int) -> User:
+    """The user's row, created when new; safe when many requests of a new user race."""
     user = await session.get(User, user_id)
     if user is None:
-        user = User(id=user_id)
-        session.add(user)
-        await session.flush()
+        dialect = session.get_bind().dialect.name
+        insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect]
+        await session.execute(insert(User).values(id=user_id).on_conflict_do_nothing(index_elements=[User.id]))
+        user = await session.get_one(User, user_id)
     return user
 
 

@@ -1,0 +1,239 @@
+"""The job runner: the durable job table, the fair scheduler and the executor, wired together.
+
+    submit -> rows written (queued) -> scheduler -> executor -> images stored -> row done
+
+It lives in `bot/` because it is the one place that joins `storage/` and `generation/`.
+The job table is the record: at start-up the scheduler is rebuilt from it, a job that
+was running when the process died runs again (up to `max_attempts`), and a job whose
+images were already recorded is never run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from generation.executor import Executor, JobCancelled, JobHandle, Progress, Work
+from generation.queue import FairScheduler, QueueCaps, QueueFull
+from generation.results import GenerationResult
+from storage import repository as repo
+from storage.images import ImageStore
+from storage.models import Job, JobKind, JobState, QueueMode
+
+log = logging.getLogger(__name__)
+
+WorkFactory = Callable[[Job], Work[GenerationResult]]
+
+
+@dataclass(frozen=True)
+class NewJob:
+    kind: JobKind
+    request: dict[str, Any]
+    prompt: str = ""
+    seed: int | None = None
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: int
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    job_id: int
+    state: JobState
+    error: str | None = None
+
+
+JobEvent = JobStarted | JobProgress | JobFinished
+
+
+class JobRunner:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], store: ImageStore, executor: Executor,
+                 make_work: WorkFactory, *, caps: QueueCaps | None = None, max_attempts: int = 3) -> None:
+        self.sessionmaker = sessionmaker
+        self.store = store
+        self.executor = executor
+        self.make_work = make_work
+        self.max_attempts = max_attempts
+        self.scheduler = FairScheduler(caps)
+        self._handles: dict[int, JobHandle[GenerationResult]] = {}
+        self._listeners: defaultdict[int, list[asyncio.Queue[JobEvent]]] = defaultdict(list)
+        self._followers: set[asyncio.Task[None]] = set()
+        self._durations: deque[float] = deque(maxlen=20)
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the queue from the job table, then start handing out work."""
+        await self._rebuild()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatch")
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop handing out work; running jobs stay `running` and run again at next start."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        for handle in self._handles.values():
+            handle.cancel()
+        for task in list(self._followers):
+            task.cancel()
+        await asyncio.gather(*self._followers, return_exceptions=True)
+
+    async def _rebuild(self) -> None:
+        async with self.sessionmaker.begin() as session:
+            jobs = await repo.list_unfinished_jobs(session)
+            requeue = []
+            for job in jobs:
+                if job.state == JobState.RUNNING:
+                    if job.attempts >= self.max_attempts:
+                        await repo.fail_job(session, job_id=job.id, error=(
+                            f"the bot stopped {job.attempts} times while this job was running; it was given up"))
+                        log.warning("job %s given up after %s attempts", job.id, job.attempts)
+                        continue
+                    await repo.requeue_job(session, job_id=job.id)
+                requeue.append((job.id, job.user_id, job.mode.value))
+        self.scheduler.add_many(requeue, enforce_caps=False)
+        if requeue:
+            log.info("requeued %d unfinished jobs", len(requeue))
+
+    # --- submitting and following ------------------------------------------------
+
+    async def submit(self, *, user_id: int, mode: QueueMode, jobs: list[NewJob], guild_id: int | None = None,
+                     channel_id: int | None = None) -> list[int]:
+        """Write the jobs (queued) and queue them; over a cap, `QueueFull` and nothing is written."""
+        self.scheduler.check_caps([(user_id, mode.value)] * len(jobs))
+        async with self.sessionmaker.begin() as session:
+            rows = [await repo.enqueue_job(session, kind=job.kind, user_id=user_id, request=job.request, mode=mode,
+                                           prompt=job.prompt, seed=job.seed, parent_id=job.parent_id,
+                                           guild_id=guild_id, channel_id=channel_id) for job in jobs]
+            job_ids = [row.id for row in rows]
+        self.scheduler.add_many([(job_id, user_id, mode.value) for job_id in job_ids], enforce_caps=False)
+        self._wake.set()
+        return job_ids
+
+    async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
+        """What happens to a job from now on, ending with `JobFinished`."""
+        listener: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._listeners[job_id].append(listener)
+        try:
+            while True:
+                event = await listener.get()
+                yield event
+                if isinstance(event, JobFinished):
+                    return
+        finally:
+            self._listeners[job_id].remove(listener)
+            if not self._listeners[job_id]:
+                del self._listeners[job_id]
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job at once, or a running one at its next step; False if it is over."""
+        if self.scheduler.cancel(job_id):
+            async with self.sessionmaker.begin() as session:
+                await repo.cancel_job(session, job_id=job_id)
+            self._emit(JobFinished(job_id, JobState.CANCELLED))
+            return True
+        if (handle := self._handles.get(job_id)) is not None:
+            handle.cancel()
+            return True
+        return False
+
+    def position(self, job_id: int) -> int | None:
+        return self.scheduler.position(job_id)
+
+    def estimate_seconds(self, job_id: int) -> float | None:
+        """Rough wait before a queued job starts, from the last jobs' durations."""
+        position = self.position(job_id)
+        if position is None or not self._durations:
+            return None
+        average = sum(self._durations) / len(self._durations)
+        return (position + len(self.scheduler.running())) * average
+
+    # --- running -----------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.executor.free_slots > 0 and (queued := self.scheduler.take_next()) is not None:
+                try:
+                    await self._start(queued.job_id)
+                except Exception:
+                    log.exception("could not start job %s", queued.job_id)
+                    self.scheduler.finish(queued.job_id)
+
+    async def _start(self, job_id: int) -> None:
+        async with self.sessionmaker.begin() as session:
+            job = await repo.mark_job_running(session, job_id=job_id)
+            work = self.make_work(job)
+        handle = self.executor.submit(job_id, work)
+        self._handles[job_id] = handle
+        self._emit(JobStarted(job_id))
+        task = asyncio.create_task(self._follow(job_id, handle), name=f"job-{job_id}")
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _follow(self, job_id: int, handle: JobHandle[GenerationResult]) -> None:
+        started = asyncio.get_running_loop().time()
+        async for progress in handle.events():
+            self._emit(JobProgress(job_id, progress))
+        state, error = JobState.DONE, None
+        try:
+            result = await handle.result()
+            await self._record(job_id, result)
+            self._durations.append(asyncio.get_running_loop().time() - started)
+        except JobCancelled:
+            state = JobState.CANCELLED
+            async with self.sessionmaker.begin() as session:
+                await repo.cancel_job(session, job_id=job_id)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
+            async with self.sessionmaker.begin() as session:
+                await repo.fail_job(session, job_id=job_id, error=error)
+        finally:
+            self._handles.pop(job_id, None)
+            self.scheduler.finish(job_id)
+            self._wake.set()
+        self._emit(JobFinished(job_id, state, error))
+
+    async def _record(self, job_id: int, result: GenerationResult) -> None:
+        """Write the files, then the rows; a job that already has images keeps them."""
+        async with self.sessionmaker() as session:
+            job = await repo.get_job(session, job_id=job_id)
+            if job is not None and job.images:
+                log.info("job %s already has images; result dropped", job_id)
+                return
+        infotexts = result.infotexts or ("",) * len(result.images)
+        stored = []
+        for index, (image, seed, text) in enumerate(zip(result.images, result.seeds, infotexts, strict=True)):
+            file = await asyncio.to_thread(self.store.save, job_id, index, image, text)
+            stored.append(repo.NewImage(index, str(file.path), file.width, file.height, seed, file.sha256))
+        async with self.sessionmaker.begin() as session:
+            await repo.record_images(session, job_id=job_id, images=stored)
+
+    def _emit(self, event: JobEvent) -> None:
+        for listener in self._listeners.get(event.job_id, ()):
+            listener.put_nowait(event)
+
+
+__all__ = ["JobEvent", "JobFinished", "JobProgress", "JobRunner", "JobStarted", "NewJob", "QueueFull"]

@@ -1,0 +1,212 @@
+"""The job runner over a real SQLite file, real threads and the image store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers.tiny_engine import colour_for, make_tiny_work
+from PIL import Image
+
+from bot.jobs import JobFinished, JobProgress, JobRunner, JobStarted, NewJob, QueueFull
+from generation.executor import LocalExecutor
+from generation.queue import QueueCaps
+from storage import repository as repo
+from storage.database import create_engine, create_sessionmaker, upgrade_database
+from storage.images import ImageStore, read_parameters
+from storage.models import JobKind, JobState, QueueMode
+
+ROOT = Path(__file__).resolve().parents[2]
+BIG_CAPS = QueueCaps(running={"turbo": 1, "fast": 1, "relax": 1}, queued={"turbo": 500, "fast": 500, "relax": 500})
+
+
+def imagine(seed: int = 10, prompt: str = "a red circle") -> NewJob:
+    return NewJob(JobKind.IMAGINE, {"segments": [{"text": prompt, "weight": 1.0}]}, prompt=prompt, seed=seed)
+
+
+@pytest.fixture
+async def runner_factory(sessionmaker, tmp_path):
+    made: list[tuple[JobRunner, LocalExecutor]] = []
+
+    async def make(**kwargs) -> JobRunner:
+        executor = LocalExecutor()
+        work = kwargs.pop("work", make_tiny_work())
+        runner = JobRunner(sessionmaker, ImageStore(tmp_path / "images"), executor, work, **kwargs)
+        made.append((runner, executor))
+        await runner.start()
+        return runner
+
+    yield make
+    for runner, executor in made:
+        await runner.close()
+        await executor.close()
+
+
+async def wait_done(sessionmaker, job_ids, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with sessionmaker() as session:
+            states = [(await repo.get_job(session, job_id=j)).state for j in job_ids]
+        if all(s not in (JobState.QUEUED, JobState.RUNNING) for s in states):
+            return states
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"jobs not finished: {states}")
+
+
+async def test_a_job_runs_reports_progress_and_stores_four_images(runner_factory, sessionmaker):
+    runner = await runner_factory(work=make_tiny_work(steps=3, seconds_per_step=0.01))
+    (job_id,) = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(seed=10)])
+    events = [event async for event in runner.events(job_id)]
+    assert isinstance(events[0], JobStarted)
+    assert [e.progress.percent for e in events if isinstance(e, JobProgress)] == [33, 67, 100]
+    assert events[-1] == JobFinished(job_id, JobState.DONE)
+    async with sessionmaker() as session:
+        job = await repo.get_job(session, job_id=job_id)
+    assert job.state == JobState.DONE and job.attempts == 1
+    assert [(i.index, i.seed) for i in job.images] == [(0, 10), (1, 11), (2, 12), (3, 13)]
+    for image in job.images:
+        assert Image.open(image.path).getpixel((0, 0)) == colour_for(job_id, image.seed)
+        assert read_parameters(image.path) == f"job {job_id}, Seed: {image.seed}"
+
+
+async def test_a_newcomer_starts_within_one_job_of_a_flood(runner_factory, sessionmaker):
+    started: list[int] = []
+    runner = await runner_factory(caps=BIG_CAPS, work=make_tiny_work(
+        steps=1, seconds_per_step=0.005, on_step=lambda job_id, step: started.append(job_id)))
+    flood = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(seed=i) for i in range(40)])
+    (newcomer,) = await runner.submit(user_id=2, mode=QueueMode.FAST, jobs=[imagine()])
+    await wait_done(sessionmaker, [*flood, newcomer])
+    # at most one of A's jobs (besides any already running when B arrived) starts before B's
+    assert started.index(newcomer) <= 2
+    assert [j for j in started if j != newcomer] == flood
+
+
+async def test_over_the_cap_nothing_is_written(runner_factory, sessionmaker):
+    runner = await runner_factory(caps=QueueCaps(queued={"turbo": 2, "fast": 2, "relax": 2}),
+                                  work=make_tiny_work(steps=50, seconds_per_step=0.01))
+    await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(), imagine()])
+    with pytest.raises(QueueFull):
+        await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(), imagine()])
+    async with sessionmaker() as session:
+        assert len(await repo.list_history(session, user_id=1)) == 2
+
+
+async def test_cancel_queued_and_running(runner_factory, sessionmaker):
+    runner = await runner_factory(work=make_tiny_work(steps=400, seconds_per_step=0.005))
+    running, queued = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(), imagine()])
+    async for event in runner.events(running):
+        if isinstance(event, JobProgress):
+            break
+    assert await runner.cancel(queued) is True
+    assert await runner.cancel(running) is True
+    assert await wait_done(sessionmaker, [running, queued]) == [JobState.CANCELLED, JobState.CANCELLED]
+    async with sessionmaker() as session:
+        assert (await repo.get_job(session, job_id=running)).images == []
+    assert await runner.cancel(running) is False
+
+
+async def test_a_failing_job_is_recorded_and_the_queue_goes_on(runner_factory, sessionmaker):
+    tiny = make_tiny_work()
+
+    def work(job):
+        if job.prompt == "boom":
+            def explode(report, token):
+                raise RuntimeError("CUDA out of memory")
+            return explode
+        return tiny(job)
+
+    runner = await runner_factory(work=work)
+    bad, good = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(prompt="boom"), imagine()])
+    assert await wait_done(sessionmaker, [bad, good]) == [JobState.FAILED, JobState.DONE]
+    async with sessionmaker() as session:
+        assert (await repo.get_job(session, job_id=bad)).error == "RuntimeError: CUDA out of memory"
+
+
+async def test_restart_requeues_in_order_and_gives_up_after_max_attempts(sessionmaker, runner_factory):
+    async with sessionmaker.begin() as session:
+        ids = []
+        for user in (1, 1, 2):
+            job = await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=user, request={}, mode=QueueMode.FAST,
+                                         seed=1)
+            ids.append(job.id)
+        await repo.mark_job_running(session, job_id=ids[0])  # was running when the process died
+        stuck = await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=3, request={}, mode=QueueMode.FAST)
+        for _ in range(3):
+            await repo.mark_job_running(session, job_id=stuck.id)  # died three times already
+    started: list[int] = []
+    await runner_factory(max_attempts=3, work=make_tiny_work(on_step=lambda j, s: s == 1 and started.append(j)))
+    assert await wait_done(sessionmaker, [*ids, stuck.id]) == [JobState.DONE] * 3 + [JobState.FAILED]
+    assert started == [ids[0], ids[2], ids[1]]  # the order they were asked in, users taking turns
+    async with sessionmaker() as session:
+        assert (await repo.get_job(session, job_id=ids[0])).attempts == 2
+        assert "given up" in (await repo.get_job(session, job_id=stuck.id)).error
+
+
+async def test_hundreds_of_concurrent_submitters_lose_nothing(runner_factory, sessionmaker):
+    runner = await runner_factory(caps=BIG_CAPS, work=make_tiny_work(steps=1))
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def watch_lag():
+        while not stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
+    watcher = asyncio.create_task(watch_lag())
+    results = await asyncio.gather(*(runner.submit(user_id=u % 50, mode=QueueMode.FAST, jobs=[imagine(seed=u)])
+                                     for u in range(300)))
+    job_ids = [job_id for ids in results for job_id in ids]
+    assert len(set(job_ids)) == 300
+    assert set(await wait_done(sessionmaker, job_ids, timeout=120)) == {JobState.DONE}
+    stop.set()
+    await watcher
+    assert max(lags) < 0.5, f"event loop blocked for {max(lags):.3f} s"
+
+
+async def test_a_hard_kill_mid_generation_loses_nothing_and_runs_nothing_twice(tmp_path):
+    db_path, store_dir = tmp_path / "crash.db", tmp_path / "images"
+    engine = create_engine(f"sqlite+aiosqlite:///{db_path}")
+    await upgrade_database(engine)
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker.begin() as session:
+        ids = [(await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=u, request={}, mode=QueueMode.FAST,
+                                       seed=u * 10)).id for u in (1, 2, 3)]
+    victim = subprocess.Popen([sys.executable, str(ROOT / "tests/helpers/crash_worker.py"), str(db_path),
+                               str(store_dir)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        seen = []
+        for line in victim.stdout:  # wait until the second job is mid-generation
+            seen.append(line.strip())
+            if line.startswith(f"running {ids[1]} step 3"):
+                break
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        victim.wait(timeout=30)
+        victim.stdout.close()
+    assert f"running {ids[0]} step 10" in seen
+    async with sessionmaker() as session:
+        states = [(await repo.get_job(session, job_id=j)).state for j in ids]
+    assert states == [JobState.DONE, JobState.RUNNING, JobState.QUEUED]
+
+    executor = LocalExecutor()
+    runner = JobRunner(sessionmaker, ImageStore(store_dir), executor, make_tiny_work())
+    await runner.start()
+    try:
+        assert await wait_done(sessionmaker, ids) == [JobState.DONE] * 3
+    finally:
+        await runner.close()
+        await executor.close()
+    async with sessionmaker() as session:
+        jobs = [await repo.get_job(session, job_id=j) for j in ids]
+    assert [len(job.images) for job in jobs] == [4, 4, 4]
+    assert [job.attempts for job in jobs] == [1, 2, 1]
+    files = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if p.is_file())
+    assert files == sorted(Path(i.path).relative_to(store_dir) for job in jobs for i in job.images)
+    await engine.dispose()
