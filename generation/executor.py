@@ -85,6 +85,7 @@ class JobHandle(Generic[ResultT]):
         if not self._result.done():
             if error is not None:
                 self._result.set_exception(error)
+                self._result.exception()  # nobody may be waiting (shutdown): not an "unretrieved" error
             else:
                 self._result.set_result(result)  # type: ignore[arg-type]
         self._events.put_nowait(None)
