@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.jobs import JobRunner, NewJob  # noqa: E402
-from generation.executor import LocalExecutor, Progress  # noqa: E402
-from generation.queue import FairScheduler, QueueCaps  # noqa: E402
-from generation.results import GenerationResult  # noqa: E402
-from storage.database import create_engine, create_sessionmaker, upgrade_database  # noqa: E402
-from storage.images import ImageStore  # noqa: E402
-from storage.models import JobKind, QueueMode  # noqa: E402
+from bot.jobs import JobRunner, NewJob
+from generation.executor import LocalExecutor, Progress
+from generation.queue import FairScheduler, QueueCaps
+from generation.results import GenerationResult
+from storage.database import create_engine, create_sessionmaker, upgrade_database
+from storage.images import ImageStore
+from storage.models import JobKind, QueueMode
 
 NO_CAPS = QueueCaps(running={"turbo": 1, "fast": 1, "relax": 1},
                     queued={"turbo": 10_000, "fast": 10_000, "relax": 10_000})
@@ -97,7 +97,7 @@ async def scheduler_overhead(directory: Path) -> None:
         for _ in range(20):
             started = time.perf_counter()
             (job_id,) = await runner.submit(user_id=2, mode=QueueMode.TURBO, jobs=[job])
-            async for event in runner.events(job_id):
+            async for _event in runner.events(job_id):
                 timings.append((time.perf_counter() - started) * 1000)
                 break
         await runner.close()
