@@ -50,13 +50,13 @@ class TrainingPlan:
     examples_per_other_bucket: int = 8_000
     vae_steps: int = 2_400
     vae_lr: float = 3e-4
-    decoder_steps: int = 2_000
+    decoder_steps: int = 1_500
     decoder_lr: float = 2e-4
     vae_batch: int = 16
-    base_steps: int = 8_000
+    base_steps: int = 5_000
     base_batch: int = 32
     base_lr: float = 4e-4
-    lora_steps: int = 1_500
+    lora_steps: int = 1_000
     lora_batch: int = 16
     lora_lr: float = 5e-4
     lora_rank: int = 8
@@ -427,15 +427,16 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     if args.phase in ("all", "base"):
         tokenizer = build_tokenizer(work / "tokenizer", plan.seed)
-        dataset = build_dataset(plan)
-        vae = train_vae(plan, work, dataset)
         encoded_path = work / "encoded.pt"
-        if (encoded := _load_checkpoint(encoded_path)) is None:
+        if (cached := _load_checkpoint(encoded_path)) is not None and (work / "vae" / "config.json").exists():
+            vae = train_vae(plan, work, dataset={})  # loads the finished VAE
+            encoded = {tuple(int(n) for n in key.split("x")): value for key, value in cached.items()}
+        else:
+            dataset = build_dataset(plan)
+            vae = train_vae(plan, work, dataset)
             encoded = encode_dataset(vae, dataset)
             _save_checkpoint(encoded_path, **{f"{h}x{w}": value for (h, w), value in encoded.items()})
-        else:
-            encoded = {tuple(int(n) for n in key.split("x")): value for key, value in encoded.items()}
-        del dataset
+            del dataset
         train_base(plan, work, tokenizer, vae, encoded)
     if args.phase in ("all", "base", "decoder"):
         train_decoder(plan, work).save_pretrained(MODEL_DIR / "vae")

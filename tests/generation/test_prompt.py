@@ -371,8 +371,9 @@ def test_any_text_parses_or_raises_prompt_error(prompt):
         assert 1 <= len(jobs) <= PromptLimits().max_jobs
         for job in jobs:
             assert job.segments or job.image_urls
-            assert sum(s.weight for s in job.segments if s.weight != -0.5) > 0 or not job.segments or all(
-                s.weight == -0.5 for s in job.segments) is False
+            assert all(s.text and s.text == s.text.strip() for s in job.segments)
+            # something to draw: a positive segment, or an image with only --no segments
+            assert job.positive_segments or (job.image_urls and all(s.weight == -0.5 for s in job.segments))
 
 
 words = st.sampled_from(["red", "circle", "a", "blue", "square", "lighthouse", "dusk", "(star:1.2)"])
