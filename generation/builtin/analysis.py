@@ -61,10 +61,10 @@ def dominant_colour(image: Image.Image, *, min_share: float = 0.01) -> str | Non
     return name if share >= min_share else None
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected blob of a boolean mask."""
+def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    """The 4-connected blobs of a boolean mask, largest first."""
     seen = np.zeros_like(mask, dtype=bool)
-    best: list[tuple[int, int]] = []
+    blobs: list[list[tuple[int, int]]] = []
     height, width = mask.shape
     for y, x in zip(*np.nonzero(mask), strict=True):
         if seen[y, x]:
@@ -78,13 +78,29 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
                 if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
                     seen[ny, nx] = True
                     queue.append((ny, nx))
-        if len(blob) > len(best):
-            best = blob
+        blobs.append(blob)
+    return sorted(blobs, key=len, reverse=True)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
     result = np.zeros_like(mask, dtype=bool)
-    if best:
-        ys, xs = zip(*best, strict=True)
+    blobs = _components(mask)
+    if blobs:
+        ys, xs = zip(*blobs[0], strict=True)
         result[list(ys), list(xs)] = True
     return result
+
+
+def blobs_of(image: Image.Image, colour: str, *, min_pixels: int = 12) -> list[tuple[float, float]]:
+    """Centres (x, y as fractions of the picture) of each patch of `colour`, largest first."""
+    labels = colour_map(image)
+    height, width = labels.shape
+    found = []
+    for blob in _components(labels == _NAMES.index(colour)):
+        if len(blob) >= min_pixels:
+            ys, xs = zip(*blob, strict=True)
+            found.append((float(np.mean(xs) + 0.5) / width, float(np.mean(ys) + 0.5) / height))
+    return found
 
 
 def shape_features(mask: np.ndarray) -> tuple[float, float]:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BUCKETS: dict[tuple[int, int], float] = {(64, 64): 0.8, (48, 80): 0.1, (80, 48): 0.1}  # (h, w): share
 LORA_STYLES: tuple[Style, ...] = ("niji", "pixel")
+OFFSET_NOISE = 0.1
 
 
 @dataclass(frozen=True)
@@ -278,10 +279,15 @@ def _min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.
     return torch.clamp(snr, max=gamma) / snr
 
 
-def _noisy_batch(vae, scheduler, latents_mean, latents_std, generator):
+def _noisy_batch(vae, scheduler, latents_mean, latents_std, generator, offset_noise: float = OFFSET_NOISE):
+    """Noised latents for a batch. Offset noise (a random shift per picture and channel)
+    stops the model from reading the background colour off the signal that leaks through
+    SD's schedule at the last timestep, which is absent at inference: without it the
+    background follows the starting noise instead of the prompt."""
     latents = (latents_mean + latents_std * torch.randn(latents_mean.shape, generator=generator))
     latents = latents * vae.config.scaling_factor
     noise = torch.randn(latents.shape, generator=generator)
+    noise += offset_noise * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
     return scheduler.add_noise(latents, noise, timesteps), noise, timesteps
 
@@ -362,7 +368,6 @@ def _export(directory: Path, tokenizer, vae, unet, text_encoder, ema: EMA) -> No
 def train_lora(plan: TrainingPlan, work: Path, style: Style) -> None:
     """A style LoRA on the shipped model: same captions, pictures drawn in `style`."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -404,7 +409,7 @@ def train_lora(plan: TrainingPlan, work: Path, style: Style) -> None:
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % 250 == 0:
             log.info("lora %s step %d loss %.4f", style, step + 1, loss.item())
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    layers = get_peft_model_state_dict(unet)  # peft keys (lora_A/lora_B), what load_lora_weights reads
     LORA_DIR.mkdir(parents=True, exist_ok=True)
     StableDiffusionPipeline.save_lora_weights(LORA_DIR, unet_lora_layers=layers,
                                               weight_name=f"{style}.safetensors")
