@@ -127,6 +127,15 @@ def _load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, weights_only=False) if path.exists() else None
 
 
+def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Load a phase's checkpoint when there is one; the step to go on from."""
+    if (ckpt := _load_checkpoint(path)) is None:
+        return 0
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt["step"]
+
+
 class EMA:
     """Exponential moving average of weights: what gets exported, for smoother samples."""
 
@@ -160,11 +169,7 @@ def train_vae(plan: TrainingPlan, work: Path, dataset: dict):
         return AutoencoderKL.from_pretrained(final)
     ckpt_path = work / "vae.ckpt"
     optimizer = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
-    start = 0
-    if (ckpt := _load_checkpoint(ckpt_path)) is not None:
-        vae.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start = ckpt["step"]
+    start = _resume(ckpt_path, vae, optimizer)
     generator = torch.Generator().manual_seed(plan.seed)
     rng = random.Random(plan.seed + start)
     bucket_keys, bucket_weights = list(BUCKETS), list(BUCKETS.values())
@@ -223,11 +228,8 @@ def train_decoder(plan: TrainingPlan, work: Path):
     for p in trainable:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(trainable, lr=plan.decoder_lr, weight_decay=0.0)
-    ckpt_path, start = work / "decoder.ckpt", 0
-    if (ckpt := _load_checkpoint(ckpt_path)) is not None:
-        vae.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start = ckpt["step"]
+    ckpt_path = work / "decoder.ckpt"
+    start = _resume(ckpt_path, vae, optimizer)
     styles = {style: build_dataset(plan, style, scale=share) for style, share in
               (("plain", 0.5), ("niji", 0.25), ("pixel", 0.25))}
     keys = [(style, bucket) for style in styles for bucket in BUCKETS]
