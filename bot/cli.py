@@ -43,9 +43,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"or `python -m bot --help`).", file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings()
+    import discord
+
     from bot.bot import ImagineBot
 
-    ImagineBot(settings).run(token, root_logger=True)
+    try:
+        ImagineBot(settings).run(token, root_logger=True)
+    except discord.LoginFailure:
+        print(f"Discord refused the token in {TOKEN_ENV}: copy it again from the developer portal "
+              "(Bot > Reset Token) and export it.", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, discord.GatewayNotFound) as error:  # aiohttp's connection errors are OSErrors
+        print(f"could not reach Discord ({type(error).__name__}): check this machine's network and try again.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except discord.PrivilegedIntentsRequired:
+        print("Discord refused the intents this bot asks for: enable them for the bot in the developer portal.",
+              file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

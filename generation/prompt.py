@@ -330,19 +330,13 @@ def _lookup(name: str) -> _Spec:
     spec = _BY_NAME.get(name.lower())
     if spec is not None:
         return spec
-    shown = f"--{name}" if name else "--"
     if not name:
         raise PromptError("a lone `--`: parameters are written `--name value`, like `--ar 16:9`")
     match = process.extractOne(name.lower(), list(_BY_NAME), scorer=fuzz.ratio, score_cutoff=60)
     if match is not None:
-        suggestion = _BY_NAME[match[0]]
-        return _raise(f"unknown parameter {shown}: did you mean --{suggestion.name}?")
+        raise PromptError(f"unknown parameter --{name}: did you mean --{_BY_NAME[match[0]].name}?")
     known = ", ".join(f"--{spec.name}" for spec in _SPECS)
-    return _raise(f"unknown parameter {shown}. Known parameters: {known}")
-
-
-def _raise(message: str):
-    raise PromptError(message)
+    raise PromptError(f"unknown parameter --{name}. Known parameters: {known}")
 
 
 def _read_parameters(text: str, limits: PromptLimits) -> dict[str, Any]:
