@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from generation.catalog import KNOWN_SAMPLERS, ModelCatalog, ModelVersion, NijiOption, StyleOption
-from generation.prompt import PromptLimits
+from generation.prompt import PromptLimits, normalise_sampler_name
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
@@ -42,6 +42,9 @@ class _Version(_Section):
     style_suffix: str = ""
     style_lora: str | None = None
     style_lora_weight: float = 1.0
+    steps: int | None = Field(default=None, ge=1, le=150)
+    cfg: float | None = Field(default=None, ge=0, le=30)
+    sampler: str | None = None
 
 
 class _Niji(_Section):
@@ -177,6 +180,9 @@ def _settings_from(file: _File, base: Path) -> Settings:
             style_suffix=v.style_suffix,
             style_lora=v.style_lora,
             style_lora_weight=v.style_lora_weight,
+            steps=v.steps,
+            cfg=v.cfg,
+            sampler=normalise_sampler_name(v.sampler) if v.sampler else None,
         )
         for name, v in models.versions.items()
     }

@@ -34,6 +34,13 @@ class ModelVersion:
     style_suffix: str = ""  # added to the prompt unless `--style raw`
     style_lora: str | None = None  # applied unless `--style raw`
     style_lora_weight: float = 1.0
+    steps: int | None = None  # at --quality 1; None: the family's default (FAMILY_DEFAULTS)
+    cfg: float | None = None  # at --stylize 100; None: the family's default
+    sampler: str | None = None  # a WebUI name; None: the scheduler saved with the model
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source == BUILTIN_SOURCE
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,10 @@ class ModelCatalog:
                              f"{sorted(self.versions)}")
         if self.niji and self.niji_default not in self.niji:
             raise ValueError(f"niji default {self.niji_default!r} is not one of {sorted(self.niji)}")
+        for version in self.versions.values():
+            if version.sampler is not None and version.sampler not in KNOWN_SAMPLERS:
+                raise ValueError(f"version {version.name!r}: unknown sampler {version.sampler!r}: "
+                                 f"known ones are {list(KNOWN_SAMPLERS)}")
         unknown = [s for s in self.samplers if normalise_sampler_name(s) not in KNOWN_SAMPLERS]
         if unknown:
             raise ValueError(f"unknown samplers {unknown}: known ones are {list(KNOWN_SAMPLERS)}")

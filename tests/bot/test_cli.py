@@ -82,3 +82,49 @@ def test_a_bad_config_is_reported_not_raised(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {bad}: limits.max_jobs_per_prompt")
+
+
+def test_imagine_writes_a_grid_and_four_pngs_with_their_parameters(tmp_path):
+    from PIL import Image
+
+    from generation.builtin.analysis import dominant_colour
+    from storage.images import read_parameters
+
+    result = run_bot("imagine", "a red circle on a white background --seed 5 --steps 6", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["seeds"] == [5, 6, 7, 8]
+    assert summary["params"]["steps"] == 6 and summary["params"]["model"] == "builtin"
+    assert [Path(f).name for f in summary["files"]] == ["grid.png", "1.png", "2.png", "3.png", "4.png"]
+    with Image.open(tmp_path / "grid.png") as grid, Image.open(tmp_path / "2.png") as second:
+        assert grid.size == (128, 128)
+        assert dominant_colour(second) == "red"
+    parameters = read_parameters(tmp_path / "2.png")
+    assert parameters.startswith("a red circle on a white background\nSteps: 6, Sampler: DDIM, CFG scale: 6.0, "
+                                 "Seed: 6, Size: 64x64, Model: builtin")
+
+
+def test_imagine_refuses_a_bad_prompt_with_exit_2(tmp_path):
+    result = run_bot("imagine", "a red circle --chaos 300", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "--chaos" in result.stderr and "0" in result.stderr and "100" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_vary_and_upscale_run_on_an_image_file_with_its_stored_prompt(tmp_path):
+    from PIL import Image
+
+    made = run_bot("imagine", "a blue square on a white background --seed 1 --steps 6", "--out", str(tmp_path / "a"))
+    assert made.returncode == 0, made.stderr
+    source = tmp_path / "a" / "1.png"
+    varied = run_bot("vary", str(source), "--strong", "--out", str(tmp_path / "v"))
+    assert varied.returncode == 0, varied.stderr
+    assert json.loads(varied.stdout)["params"]["strength"] == 0.85
+    assert len(list((tmp_path / "v").glob("?.png"))) == 4
+    upscaled = run_bot("upscale", str(source), "a blue square --steps 6", "--mode", "creative", "--out",
+                       str(tmp_path / "u"))
+    assert upscaled.returncode == 0, upscaled.stderr
+    with Image.open(tmp_path / "u" / "1.png") as image:
+        assert image.size == (128, 128)
+    missing = run_bot("vary", str(tmp_path / "nope.png"), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

@@ -1,0 +1,383 @@
+"""The engine: one parsed request (and, for variations and upscales, a picture) to pictures.
+
+Read `Engine.run` top to bottom: plan the effective settings from the request and the
+configured model, switch on the job's LoRAs, encode the prompt, make the starting
+noise, run the diffusers pipeline with a per-step callback (progress, previews,
+cancellation, `--stop`), and hand back a frozen `GenerationResult`. What every
+parameter does, and where it differs from Midjourney, is in docs/engine.md.
+
+The engine is not thread-safe: one worker thread owns it (see executor.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from .catalog import ModelCatalog, ModelVersion
+from .conditioning import Conditioning
+from .executor import CancelToken, JobCancelled, Progress
+from .models import LoadedModel, LoraChoice, load_model
+from .prompt import GenerationRequest, Segment
+from .results import GenerationResult
+from .samplers import WEBUI_LABELS, make_scheduler, sampler_name_of
+from .sampling import DenoiserTap, initial_noise, perturb_embeddings, seamless_tiling
+from .sizes import output_size, size_unit
+
+log = logging.getLogger(__name__)
+
+Variability = Literal["subtle", "strong"]
+UpscaleMode = Literal["subtle", "creative"]
+
+GRID_SIZE = 4
+SEED_MODULUS = 2**32
+VARIATION_STRENGTH: dict[Variability, float] = {"subtle": 0.5, "strong": 0.85}  # Fooocus's values
+UPSCALE_STRENGTH: dict[UpscaleMode, float] = {"subtle": 0.3, "creative": 0.55}
+UPSCALE_FACTOR = 2
+PREVIEW_EVERY = 5  # steps between preview images
+PREVIEW_SIDE = 256  # previews are at most this wide or high
+
+
+# ---------------------------------------------------------------------------
+# jobs
+
+
+@dataclass(frozen=True)
+class Imagine:
+    """A grid from words: `/imagine`, and 🔄 (the same request with a new seed)."""
+
+    request: GenerationRequest
+    seed: int
+    count: int = GRID_SIZE
+
+
+@dataclass(frozen=True)
+class Vary:
+    """V1–V4 and Vary (Subtle / Strong): a grid of img2img variations of one picture."""
+
+    request: GenerationRequest
+    source: Image.Image
+    seed: int
+    variability: Variability = "strong"
+    count: int = GRID_SIZE
+
+
+@dataclass(frozen=True)
+class Upscale:
+    """Upscale 2× (Subtle / Creative): one picture, twice the size, repainted lightly or freely."""
+
+    request: GenerationRequest
+    source: Image.Image
+    seed: int
+    mode: UpscaleMode = "subtle"
+
+
+EngineJob = Imagine | Vary | Upscale
+
+
+def image_seeds(seed: int, count: int) -> tuple[int, ...]:
+    """Image k of a job gets seed + k (wrapping at 2³²): `--seed 7` gives seeds 7, 8, 9, 10."""
+    return tuple((seed + k) % SEED_MODULUS for k in range(count))
+
+
+# ---------------------------------------------------------------------------
+# the plan: what a request means on the configured model
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """The effective settings of one job, as stored, shown (✉️) and written into the PNGs."""
+
+    model: str
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    sampler: str  # a WebUI name, or the model's own scheduler class
+    sampler_name: str | None  # what make_scheduler takes (None: the model's own)
+    loras: tuple[LoraChoice, ...]
+    style_suffix: str
+    chaos: int
+    stop: int
+    stylize: int
+    tile: bool
+
+    @property
+    def steps_to_run(self) -> int:
+        """`--stop N`: the steps actually run (at least one)."""
+        return max(1, math.ceil(self.steps * self.stop / 100))
+
+    def as_parameters(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "width": self.width, "height": self.height, "steps": self.steps,
+            "cfg": self.cfg, "sampler": self.sampler, "chaos": self.chaos, "stop": self.stop,
+            "stylize": self.stylize, "tile": self.tile, "style_suffix": self.style_suffix,
+            "loras": [{"name": lora.name, "weight": lora.weight} for lora in self.loras],
+        }
+
+
+def guidance_for_stylize(stylize: int, default_cfg: float) -> float:
+    """`--stylize` (0–1000, default 100) to guidance: monotone, higher stylize = freer.
+
+    0 → 1.6× the model's default guidance (very literal), 100 → the default,
+    1000 → 0.4× (loose). Linear below 100, linear in log10(stylize) above.
+    """
+    factor = 1.6 - 0.6 * stylize / 100 if stylize <= 100 else 1.0 - 0.6 * math.log10(stylize / 100)
+    return round(default_cfg * factor, 2)
+
+
+def plan_generation(request: GenerationRequest, catalog: ModelCatalog, model: LoadedModel,
+                    size: tuple[int, int] | None = None) -> GenerationPlan:
+    """The job's effective settings; `size` is given for jobs that start from a picture."""
+    params = request.params
+    version = resolve_version(request, catalog)
+    raw = params.style == "raw"
+    loras = [LoraChoice(lora.name, lora.weight) for lora in request.loras]
+    suffixes = []
+    if params.niji is not None and (niji := catalog.niji[str(params.niji)]).lora is not None:
+        loras.append(LoraChoice(niji.lora, niji.lora_weight))
+    if not raw:
+        if version.style_lora:
+            loras.append(LoraChoice(version.style_lora, version.style_lora_weight))
+        suffixes.append(version.style_suffix)
+    if params.style not in (None, "raw"):
+        style = catalog.styles[params.style]
+        if style.lora:
+            loras.append(LoraChoice(style.lora, style.lora_weight))
+        suffixes.append(style.suffix)
+    width, height = size or output_size(params.aspect_ratio, model.native_side,
+                                        size_unit(model.native_side, model.alignment))
+    steps = params.steps or max(1, round(model.default_steps * params.quality))
+    cfg = params.cfg if params.cfg is not None else guidance_for_stylize(params.stylize, model.default_cfg)
+    sampler_name = params.sampler or version.sampler
+    return GenerationPlan(
+        model=version.name, width=width, height=height, steps=steps, cfg=cfg,
+        sampler=sampler_name or sampler_name_of(model.base_scheduler), sampler_name=sampler_name,
+        loras=_merge_loras(loras), style_suffix=" ".join(s.strip(" ,") for s in suffixes if s.strip(" ,")),
+        chaos=params.chaos, stop=params.stop, stylize=params.stylize, tile=params.tile,
+    )
+
+
+def resolve_version(request: GenerationRequest, catalog: ModelCatalog) -> ModelVersion:
+    """The model a (validated) request runs on: its niji model, its `--v`, or the default."""
+    params = request.params
+    if params.niji is not None and (model := catalog.niji[str(params.niji)].model) is not None:
+        return catalog.versions[model]
+    return catalog.versions[params.version or catalog.default_version]
+
+
+def _merge_loras(loras: list[LoraChoice]) -> tuple[LoraChoice, ...]:
+    """The same LoRA from two places (a tag and --niji): one adapter, the weights added."""
+    merged: dict[str, float] = {}
+    for lora in loras:
+        merged[lora.name] = merged.get(lora.name, 0.0) + lora.weight
+    return tuple(LoraChoice(name, weight) for name, weight in merged.items())
+
+
+def styled_segments(request: GenerationRequest, plan: GenerationPlan) -> tuple[Segment, ...]:
+    """The segments with the style suffix added to each positive one, weighted by `--stylize`.
+
+    The suffix rides at emphasis stylize/100 (capped at 2): absent at `--s 0`, as
+    configured at the default 100, stronger above it.
+    """
+    weight = min(plan.stylize / 100, 2.0)
+    if not plan.style_suffix or weight == 0:
+        return request.segments
+    suffix = f"({plan.style_suffix}:{weight:g})"
+    return tuple(replace(s, text=f"{s.text}, {suffix}") if s.weight > 0 else s for s in request.segments)
+
+
+def infotext(request: GenerationRequest, plan: GenerationPlan, seed: int, extra: dict[str, Any] | None = None) -> str:
+    """The A1111 `parameters` text: prompt, negative prompt, then `Key: value` pairs."""
+    segments = request.positive_segments
+    if len(segments) == 1 and segments[0].weight == 1:
+        positive = segments[0].text
+    else:
+        positive = " ".join(f"{s.text}::{s.weight:g}" for s in segments)
+    positive += "".join(f" <lora:{lora.name}:{lora.weight:g}>" for lora in plan.loras)
+    negative = ", ".join(s.text for s in request.negative_segments)
+    fields = {"Steps": plan.steps, "Sampler": WEBUI_LABELS.get(plan.sampler, plan.sampler), "CFG scale": plan.cfg,
+              "Seed": seed, "Size": f"{plan.width}x{plan.height}", "Model": plan.model, **(extra or {})}
+    if plan.stop < 100:
+        fields["Stop"] = f"{plan.stop}%"
+    if plan.chaos:
+        fields["Chaos"] = plan.chaos
+    if plan.tile:
+        fields["Tiling"] = "True"
+    lines = [positive.strip()]
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# the engine
+
+
+Report = Callable[[Progress], None]
+
+
+def _ignore(_: Progress) -> None:
+    pass
+
+
+class Engine:
+    """Owns the loaded models and runs one job at a time on them."""
+
+    def __init__(self, catalog: ModelCatalog, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, preview_every: int = PREVIEW_EVERY,
+                 max_loaded_models: int = 1) -> None:
+        self.catalog = catalog
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.preview_every = preview_every
+        self.max_loaded_models = max_loaded_models
+        self._models: dict[str, LoadedModel] = {}
+
+    def model(self, name: str) -> LoadedModel:
+        """The loaded version `name`, loading it (and unloading the oldest) when needed."""
+        if name in self._models:
+            self._models[name] = self._models.pop(name)  # most recently used last
+            return self._models[name]
+        while len(self._models) >= self.max_loaded_models:
+            del self._models[next(iter(self._models))]
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        log.info("loading model version %s", name)
+        model = load_model(self.catalog.versions[name], self.catalog.lora_dir, device=self.device, dtype=self.dtype)
+        self._models[name] = model
+        return model
+
+    def run(self, job: EngineJob, report: Report = _ignore, token: CancelToken | None = None) -> GenerationResult:
+        """Make the job's pictures; raises `JobCancelled` when `token` is cancelled."""
+        token = token or CancelToken()
+        started = time.perf_counter()
+        model = self.model(resolve_version(job.request, self.catalog).name)
+        if isinstance(job, Imagine):
+            plan = plan_generation(job.request, self.catalog, model)
+            seeds = image_seeds(job.seed, job.count)
+        elif isinstance(job, Vary):
+            plan = plan_generation(job.request, self.catalog, model, size=self._fit(job.source.size, model))
+            plan = replace(plan, chaos=0)
+            seeds = image_seeds(job.seed, job.count)
+        else:
+            width, height = job.source.size
+            plan = plan_generation(job.request, self.catalog, model,
+                                   size=self._fit((width * UPSCALE_FACTOR, height * UPSCALE_FACTOR), model))
+            plan = replace(plan, chaos=0)
+            seeds = image_seeds(job.seed, 1)
+        timings: dict[str, float] = {}
+        with self._adapters(model, plan):
+            mark = time.perf_counter()
+            conditioning = model.encoder.encode(styled_segments(job.request, plan))
+            timings["encode"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            if isinstance(job, Imagine):
+                images = self._text_to_image(model, plan, conditioning, seeds, report, token)
+                extra: dict[str, Any] = {}
+            elif isinstance(job, Vary):
+                strength = VARIATION_STRENGTH[job.variability]
+                source = job.source.convert("RGB").resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+                images = self._image_to_image(model, plan, conditioning, [source] * len(seeds), strength,
+                                              seeds, report, token)
+                extra = {"Denoising strength": strength, "Variation": job.variability}
+            else:
+                strength = UPSCALE_STRENGTH[job.mode]
+                source = job.source.convert("RGB").resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+                images = self._image_to_image(model, plan, conditioning, [source], strength, seeds, report, token)
+                extra = {"Denoising strength": strength, "Upscale": f"{UPSCALE_FACTOR}x {job.mode}"}
+            timings["denoise"] = time.perf_counter() - mark
+        timings["total"] = time.perf_counter() - started
+        parameters = plan.as_parameters() | {"seeds": list(seeds)}
+        if extra:
+            parameters["strength"] = extra["Denoising strength"]
+        return GenerationResult(
+            images=tuple(images), seeds=seeds, parameters=parameters,
+            infotexts=tuple(infotext(job.request, plan, seed, extra) for seed in seeds), timings=timings,
+        )
+
+    # -- the steps ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _adapters(self, model: LoadedModel, plan: GenerationPlan) -> Iterator[None]:
+        """The job's LoRAs on for the job, all off after it, whatever happens."""
+        model.loras.activate(plan.loras)
+        try:
+            yield
+        finally:
+            model.loras.deactivate()
+
+    @staticmethod
+    def _fit(size: tuple[int, int], model: LoadedModel) -> tuple[int, int]:
+        """A picture's size rounded to what the model can take."""
+        unit = model.alignment
+        return tuple(max(unit, round(side / unit) * unit) for side in size)  # type: ignore[return-value]
+
+    def _text_to_image(self, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
+                       seeds: tuple[int, ...], report: Report, token: CancelToken) -> list[Image.Image]:
+        pipe = model.text2img
+        factor = pipe.vae_scale_factor
+        latents = initial_noise(seeds, (pipe.unet.config.in_channels, plan.height // factor, plan.width // factor),
+                                plan.chaos / 100)
+        batch = conditioning.repeat(len(seeds))
+        batch = replace(batch, prompt_embeds=perturb_embeddings(batch.prompt_embeds, seeds, plan.chaos / 100))
+        return self._denoise(model, pipe, plan, batch, seeds, report, token,
+                             latents=latents.to(model.device, pipe.unet.dtype), width=plan.width, height=plan.height)
+
+    def _image_to_image(self, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
+                        sources: list[Image.Image], strength: float, seeds: tuple[int, ...],
+                        report: Report, token: CancelToken) -> list[Image.Image]:
+        return self._denoise(model, model.img2img, plan, conditioning.repeat(len(seeds)), seeds, report, token,
+                             image=sources, strength=strength)
+
+    def _denoise(self, model: LoadedModel, pipe, plan: GenerationPlan, conditioning: Conditioning,
+                 seeds: tuple[int, ...], report: Report, token: CancelToken, **inputs: Any) -> list[Image.Image]:
+        """One pipeline call with the job's sampler, tiling and per-step callback."""
+        pipe.scheduler = make_scheduler(plan.sampler_name, model.base_scheduler)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        images = len(seeds)
+        stop_fraction = plan.stop / 100
+
+        def on_step_end(pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
+            if token.cancelled:
+                raise JobCancelled("cancelled")
+            done, total = step_index + 1, pipe.num_timesteps
+            stop_at = max(1, math.ceil(total * stop_fraction))
+            if done >= stop_at and done < total:  # --stop: decode the current estimate
+                pipe._interrupt = True  # diffusers' documented way to end the loop early
+                report(Progress(stop_at, stop_at))
+                latents = tap.estimate_x0(images, plan.cfg)
+                return {"latents": latents.to(callback_kwargs["latents"].dtype)}
+            preview = None
+            if self.preview_every and done % self.preview_every == 0 and done < stop_at:
+                preview = self._preview(pipe, tap.estimate_x0(1, plan.cfg))
+            report(Progress(done, stop_at, preview))
+            return {}
+
+        alphas = pipe.scheduler.alphas_cumprod
+        with (DenoiserTap(pipe.unet, alphas, pipe.scheduler.config.prediction_type) as tap,
+              seamless_tiling(plan.tile, pipe.unet, pipe.vae)):
+            output = pipe(
+                **conditioning.as_pipeline_kwargs(), **inputs,
+                num_inference_steps=plan.steps, guidance_scale=plan.cfg, generator=generators,
+                callback_on_step_end=on_step_end,
+            )
+        return list(output.images)
+
+    @torch.no_grad()
+    def _preview(self, pipe, latents: torch.Tensor) -> Image.Image:
+        """The first image's current estimate, decoded small (shown while the job runs)."""
+        vae = pipe.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        image = pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
+        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        return image

@@ -1,0 +1,179 @@
+"""Loading the configured models, offline, and switching LoRAs on them per job.
+
+One `LoadedModel` per `--version`: the text-to-image pipeline and the image-to-image
+and inpainting pipelines made from it with `from_pipe` (one copy of the weights),
+the prompt encoder, and the LoRA adapters loaded so far. Nothing here reaches the
+network: hub ids must already be in the local cache, and a single-file checkpoint
+takes its architecture from a local diffusers folder (`config` in config.toml),
+because diffusers would otherwise guess a hub repository and try to download it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from .builtin import MODEL_DIR as BUILTIN_MODEL_DIR
+from .catalog import ModelVersion
+from .conditioning import PromptEncoder
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+MAX_LOADED_LORAS = 8  # adapters kept in memory per model; the least recently used goes first
+
+# (steps at --quality 1, guidance at --stylize 100) when config.toml names none
+FAMILY_DEFAULTS: dict[str, tuple[int, float]] = {"builtin": (20, 6.0), "sd15": (30, 7.0), "sdxl": (30, 6.0)}
+
+_PIPELINES = {
+    "sd15": (StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline),
+    "sdxl": (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline),
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A configured model could not be loaded; the message says what to fix in config.toml."""
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA for one job: the file's name in the LoRA folder and its strength."""
+
+    name: str
+    weight: float
+
+
+class LoraAdapters:
+    """peft adapters on one pipeline: each file loaded once, weighted per job, off between jobs."""
+
+    def __init__(self, pipe: DiffusionPipeline, lora_dir: Path, capacity: int = MAX_LOADED_LORAS) -> None:
+        self._pipe = pipe
+        self._dir = lora_dir
+        self._capacity = capacity
+        self._loaded: OrderedDict[str, str] = OrderedDict()  # file name -> adapter name
+        self._loads = 0
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self._loaded)
+
+    def activate(self, choices: Sequence[LoraChoice]) -> None:
+        """Exactly these adapters at these weights; none at all when `choices` is empty."""
+        if not choices:
+            if self._loaded:
+                self._pipe.disable_lora()
+            return
+        names = [self._ensure_loaded(choice.name) for choice in choices]
+        self._pipe.enable_lora()
+        self._pipe.set_adapters(names, adapter_weights=[choice.weight for choice in choices])
+
+    def deactivate(self) -> None:
+        self.activate(())
+
+    def _ensure_loaded(self, name: str) -> str:
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        path = self._dir / f"{name}.safetensors"
+        if not path.is_file():
+            raise ModelLoadError(f"LoRA file {path} is missing")
+        self._loads += 1
+        adapter = f"lora{self._loads}_{name}".replace(".", "_")
+        with warnings.catch_warnings():  # several adapters on one model is the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            self._pipe.load_lora_weights(str(path), adapter_name=adapter)
+        self._loaded[name] = adapter
+        log.info("loaded LoRA %s as adapter %s", name, adapter)
+        if len(self._loaded) > self._capacity:
+            _, oldest = self._loaded.popitem(last=False)
+            self._pipe.delete_adapters(oldest)
+        return adapter
+
+
+@dataclass
+class LoadedModel:
+    """One `--version`, ready to run: three pipelines over one set of weights."""
+
+    version: ModelVersion
+    text2img: DiffusionPipeline
+    img2img: DiffusionPipeline
+    inpaint: DiffusionPipeline
+    encoder: PromptEncoder
+    loras: LoraAdapters
+    base_scheduler: SchedulerMixin  # as saved with the model; jobs get a fresh one (samplers.make_scheduler)
+    default_steps: int
+    default_cfg: float
+
+    @property
+    def native_side(self) -> int:
+        """The side the model was trained at: 512 for SD 1.5, 1024 for SDXL, 64 for the built-in one."""
+        return int(self.text2img.unet.config.sample_size) * self.text2img.vae_scale_factor
+
+    @property
+    def alignment(self) -> int:
+        """Sides must be multiples of this: VAE factor x the UNet's downsamplings."""
+        downsamplings = len(self.text2img.unet.config.block_out_channels) - 1
+        return self.text2img.vae_scale_factor * 2**downsamplings
+
+    @property
+    def device(self) -> torch.device:
+        return self.text2img.unet.device
+
+
+def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load one configured version with no network access; `ModelLoadError` says what is wrong."""
+    text2img_cls, img2img_cls, inpaint_cls = _PIPELINES[version.family]
+    source = str(BUILTIN_MODEL_DIR) if version.is_builtin else version.source
+    common: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    if version.family == "sd15":
+        common |= {"safety_checker": None, "requires_safety_checker": False}
+    try:
+        if source.endswith(SINGLE_FILE_SUFFIXES):
+            if version.config is None:
+                raise ModelLoadError(
+                    f"version {version.name!r}: a single-file checkpoint needs `config`, a local diffusers "
+                    f"folder with the same architecture (nothing is downloaded)")
+            pipe = text2img_cls.from_single_file(source, config=version.config, **common)
+        else:
+            pipe = text2img_cls.from_pretrained(source, **common)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"version {version.name!r}: cannot load {source}: {error}") from error
+    if torch.device(device).type != "cpu":
+        pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)  # the engine reports progress itself
+    img2img = img2img_cls.from_pipe(pipe)
+    inpaint = inpaint_cls.from_pipe(pipe)
+    for derived in (img2img, inpaint):
+        derived.set_progress_bar_config(disable=True)
+    family_steps, family_cfg = FAMILY_DEFAULTS["builtin" if version.is_builtin else version.family]
+    return LoadedModel(
+        version=version,
+        text2img=pipe,
+        img2img=img2img,
+        inpaint=inpaint,
+        encoder=PromptEncoder(pipe),
+        loras=LoraAdapters(pipe, lora_dir),
+        base_scheduler=pipe.scheduler,
+        default_steps=version.steps or family_steps,
+        default_cfg=version.cfg if version.cfg is not None else family_cfg,
+    )

@@ -1,0 +1,305 @@
+"""The engine on the built-in model: each parameter checked on the pictures it makes.
+
+Fixed seeds, few steps, 64-pixel pictures. Colour shares come from the built-in
+model's pixel analysis (nearest palette colour per pixel).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from generation.builtin.analysis import colour_share, dominant_colour, outline_darkness
+from generation.conditioning import PromptEncoder, compel_prompt, parse_emphasis
+from generation.engine import (
+    Engine,
+    Imagine,
+    Upscale,
+    Vary,
+    guidance_for_stylize,
+    image_seeds,
+)
+from generation.executor import CancelToken, JobCancelled
+from generation.prompt import Segment
+
+FAST = "--steps 10"
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def mean_share(images, colour: str) -> float:
+    return float(np.mean([colour_share(image, colour) for image in images]))
+
+
+def distance(a, b) -> float:
+    return float(np.abs(pixels(a) - pixels(b)).mean())
+
+
+# ---------------------------------------------------------------------------
+# emphasis and conditioning
+
+
+@pytest.mark.parametrize(("text", "runs"), [
+    ("a (red:1.3) circle", [("a", 1.0), ("red", 1.3), ("circle", 1.0)]),
+    ("((big)) cat", [("big", 1.21), ("cat", 1.0)]),
+    ("[blue] sky", [("blue", 0.909091), ("sky", 1.0)]),
+    ("(a (b:1.5) c)", [("a", 1.1), ("b", 1.65), ("c", 1.1)]),
+    (r"a \(literal\) \[x\]", [("a (literal) [x]", 1.0)]),
+    ("(never closed", [("never closed", 1.1)]),
+    ("closer) only", [("closer) only", 1.0)]),
+    ("C++ and time: 3pm", [("C++ and time: 3pm", 1.0)]),
+    ("", [("", 1.0)]),
+])
+def test_webui_emphasis_is_read_as_the_webui_reads_it(text, runs):
+    assert parse_emphasis(text) == runs
+
+
+def test_emphasis_weights_arrive_in_compel(engine):
+    """`(red:1.5)` must encode exactly as compel's own `(red)1.5`, and differently from plain `red`."""
+    compel = engine.model("builtin").encoder._compels[0]
+    ours = compel.build_conditioning_tensor_for_prompt_object(compel_prompt("a (red:1.5) circle"))[0][0]
+    theirs = compel.build_conditioning_tensor("a (red)1.5 circle")
+    plain = compel.build_conditioning_tensor("a red circle")
+    torch.testing.assert_close(ours, theirs)
+    assert not torch.allclose(ours, plain)
+    # text compel would misread stays text: `C++` is not an upweighted `C`
+    literal = compel.build_conditioning_tensor_for_prompt_object(compel_prompt("C++"))[0][0]
+    misread = compel.build_conditioning_tensor("C++")
+    assert not torch.allclose(literal, misread)
+
+
+def test_long_prompts_are_chunked_not_cut(engine):
+    encoder: PromptEncoder = engine.model("builtin").encoder
+    long_text = ", ".join(["a red circle on a white background"] * 30)
+    conditioning = encoder.encode([Segment(long_text, 1.0)])
+    assert conditioning.prompt_embeds.shape[1] >= 3 * 77
+    assert conditioning.negative_prompt_embeds.shape == conditioning.prompt_embeds.shape
+
+
+# ---------------------------------------------------------------------------
+# what the words do
+
+
+def test_colour_words_are_drawn(engine, request_for):
+    for colour in ("red", "blue", "yellow"):
+        result = engine.run(Imagine(request_for(f"a {colour} circle on a white background {FAST}"), seed=11))
+        assert sum(dominant_colour(image) == colour for image in result.images) >= 3, colour
+
+
+def test_no_removes_a_colour(engine, request_for):
+    plain = engine.run(Imagine(request_for(f"a circle on a white background {FAST}"), seed=3, count=8))
+    without = engine.run(Imagine(request_for(f"a circle on a white background --no red {FAST}"), seed=3, count=8))
+    assert mean_share(without.images, "red") <= 0.5 * mean_share(plain.images, "red")
+
+
+def test_raising_a_segments_weight_raises_its_colour(engine, request_for):
+    text = "a red circle on a white background::{} a blue circle on a white background::{} " + FAST
+    red_heavy = engine.run(Imagine(request_for(text.format(3, 1)), seed=1, count=8))
+    blue_heavy = engine.run(Imagine(request_for(text.format(1, 3)), seed=1, count=8))
+    assert mean_share(red_heavy.images, "red") > mean_share(blue_heavy.images, "red") + 0.05
+
+
+def test_emphasis_changes_the_picture(engine, request_for):
+    stressed = engine.run(Imagine(request_for(f"a (red:1.6) and blue circle {FAST}"), seed=1, count=8))
+    muted = engine.run(Imagine(request_for(f"a [[red]] and blue circle {FAST}"), seed=1, count=8))
+    assert mean_share(stressed.images, "red") > mean_share(muted.images, "red") + 0.1
+
+
+# ---------------------------------------------------------------------------
+# parameters
+
+
+@pytest.mark.parametrize(("aspect", "size"), [("1:1", (64, 64)), ("16:9", (80, 48)), ("2:3", (48, 80)),
+                                              ("4:1", (128, 32))])
+def test_aspect_ratio_sets_the_size(engine, request_for, aspect, size):
+    result = engine.run(Imagine(request_for(f"a red circle --ar {aspect} --steps 2"), seed=1, count=1))
+    assert result.images[0].size == size
+    assert (result.parameters["width"], result.parameters["height"]) == size
+
+
+def test_same_seed_same_pixels_and_seeds_count_up(engine, request_for):
+    request = request_for(f"a green star on a pink background --seed 41 {FAST}")
+    first = engine.run(Imagine(request, seed=41))
+    again = engine.run(Imagine(request, seed=41))
+    other = engine.run(Imagine(request, seed=42))
+    assert first.seeds == (41, 42, 43, 44)
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(first.images, again.images, strict=True))
+    # seed 42's first image is seed 41's second: each image has its own seed
+    assert np.array_equal(pixels(first.images[1]), pixels(other.images[0]))
+    assert "Seed: 41" in first.infotexts[0] and "Seed: 44" in first.infotexts[3]
+    assert image_seeds(2**32 - 2, 4) == (2**32 - 2, 2**32 - 1, 0, 1)
+
+
+def test_chaos_makes_the_grid_more_diverse(engine, request_for):
+    def spread(chaos: int) -> float:
+        images = engine.run(Imagine(request_for(f"a red circle on a white background --chaos {chaos} {FAST}"),
+                                    seed=5)).images
+        return float(np.mean([distance(a, b) for a, b in itertools.combinations(images, 2)]))
+    calm, wild = spread(0), spread(100)
+    assert wild > 2 * calm
+
+
+def test_stop_gives_a_softer_picture(engine, request_for):
+    def edge_strength(stop: int) -> float:
+        images = engine.run(Imagine(request_for(f"a red square on a white background --steps 20 --stop {stop}"),
+                                    seed=2)).images
+        strengths = []
+        for image in images:
+            grey = pixels(image).mean(axis=-1)
+            gradient = np.hypot(*np.gradient(grey))
+            strengths.append(np.percentile(gradient, 98))
+        return float(np.mean(strengths))
+    assert edge_strength(25) < 0.85 * edge_strength(100)
+
+
+def test_tile_wraps_left_right_and_top_bottom(engine, request_for):
+    def seam_outliers(extra: str) -> int:
+        """How many picture edges (2 per image) differ more than 90 % of the interior neighbours do."""
+        images = engine.run(Imagine(request_for(f"a large yellow star in the top left on a blue background "
+                                                f"{extra} {FAST}"), seed=8)).images
+        outliers = 0
+        for image in images:
+            for axis in (0, 1):
+                values = pixels(image)
+                interior = np.abs(np.diff(values, axis=axis)).mean(axis=tuple({0, 1, 2} - {axis}))
+                wrap = np.abs(np.take(values, 0, axis=axis) - np.take(values, -1, axis=axis)).mean()
+                outliers += wrap > np.percentile(interior, 90)
+        return outliers
+    assert seam_outliers("--tile") == 0
+    assert seam_outliers("") >= 2  # the same pictures without --tile do show seams
+    # and tiling is undone after the job
+    model = engine.model("builtin")
+    assert all(layer.padding_mode == "zeros" for layer in model.text2img.unet.modules()
+               if isinstance(layer, torch.nn.Conv2d))
+
+
+def test_stylize_maps_monotonically_onto_guidance():
+    values = [guidance_for_stylize(s, 7.0) for s in (0, 50, 100, 250, 500, 1000)]
+    assert values == sorted(values, reverse=True)
+    assert guidance_for_stylize(100, 7.0) == 7.0
+
+
+def test_cfg_and_steps_override_stylize_and_quality(engine, request_for):
+    result = engine.run(Imagine(request_for("a red circle --s 1000 --cfg 9 --q 2 --steps 3"), seed=1, count=1))
+    assert (result.parameters["cfg"], result.parameters["steps"]) == (9, 3)
+    quality = engine.run(Imagine(request_for("a red circle --q .25"), seed=1, count=1))
+    assert quality.parameters["steps"] == 5  # the built-in model's 20 steps × .25
+
+
+@pytest.mark.parametrize("sampler", ["euler_a", "dpm++_2m_karras", "dpm++_sde", "heun", "lms", "unipc"])
+def test_webui_samplers_run_and_are_recorded(engine, request_for, sampler):
+    result = engine.run(Imagine(request_for(f"a blue square on a white background --sampler {sampler} "
+                                            f"--steps 12"), seed=4, count=2))
+    assert result.parameters["sampler"] == sampler
+    assert sum(dominant_colour(image) == "blue" for image in result.images) >= 1
+
+
+# ---------------------------------------------------------------------------
+# LoRAs, niji, styles
+
+
+def test_lora_weight_zero_is_no_lora_and_one_draws_outlines(engine, request_for):
+    prompt = "a yellow circle on a white background --steps 12"
+    off = engine.run(Imagine(request_for(f"<lora:niji:0> {prompt}"), seed=6))
+    on = engine.run(Imagine(request_for(f"<lora:niji:1> {prompt}"), seed=6))
+    none = engine.run(Imagine(request_for(prompt), seed=6))
+    assert np.mean([outline_darkness(i) for i in on.images]) > np.mean([outline_darkness(i) for i in off.images])
+    assert all(distance(a, b) < 0.5 for a, b in zip(off.images, none.images, strict=True))
+    assert on.parameters["loras"] == [{"name": "niji", "weight": 1.0}]
+
+
+def test_niji_and_style_select_their_loras(engine, request_for):
+    niji = engine.run(Imagine(request_for("a yellow circle --niji --steps 2"), seed=6, count=1))
+    pixel = engine.run(Imagine(request_for("a yellow circle --style pixel --steps 2"), seed=6, count=1))
+    both = engine.run(Imagine(request_for("a yellow circle <lora:pixel:0.5> --niji --style pixel --steps 2"),
+                              seed=6, count=1))
+    assert niji.parameters["loras"] == [{"name": "niji", "weight": 1.0}]
+    assert pixel.parameters["loras"] == [{"name": "pixel", "weight": 1.0}]
+    assert both.parameters["loras"] == [{"name": "pixel", "weight": 1.5}, {"name": "niji", "weight": 1.0}]
+    assert "<lora:niji:1>" in niji.infotexts[0]
+
+
+def test_a_job_after_a_lora_job_matches_a_fresh_pipeline(engine, catalog, request_for):
+    plain = request_for("a cyan square on a white background --steps 8")
+    engine.run(Imagine(request_for("<lora:niji:1> <lora:pixel:0.7> a cyan square --steps 8"), seed=9))
+    after = engine.run(Imagine(plain, seed=9))
+    fresh = Engine(catalog).run(Imagine(plain, seed=9))
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(after.images, fresh.images, strict=True))
+
+
+# ---------------------------------------------------------------------------
+# variations and upscales
+
+
+@pytest.fixture(scope="module")
+def source_image(engine, request_for):
+    return engine.run(Imagine(request_for("a red circle on a white background --steps 12"), seed=21)).images[0]
+
+
+def test_variations_stay_close_and_strong_moves_further(engine, request_for, source_image):
+    request = request_for("a red circle on a white background --steps 12")
+    subtle = engine.run(Vary(request, source_image, seed=100, variability="subtle"))
+    strong = engine.run(Vary(request, source_image, seed=100, variability="strong"))
+    unrelated = engine.run(Imagine(request_for("a red circle on a white background --steps 12"), seed=900))
+    near = np.mean([distance(source_image, image) for image in subtle.images])
+    far = np.mean([distance(source_image, image) for image in strong.images])
+    baseline = np.mean([distance(source_image, image) for image in unrelated.images])
+    assert near < far < baseline * 1.2
+    assert near < 0.6 * baseline
+    assert len(subtle.images) == 4 and len(set(subtle.seeds)) == 4
+    assert subtle.parameters["strength"] == 0.5 and strong.parameters["strength"] == 0.85
+    assert all(image.size == source_image.size for image in subtle.images)
+
+
+@pytest.mark.parametrize("mode", ["subtle", "creative"])
+def test_upscale_doubles_the_size_and_keeps_the_content(engine, request_for, source_image, mode):
+    result = engine.run(Upscale(request_for("a red circle on a white background --steps 12"), source_image,
+                                seed=7, mode=mode))
+    (image,) = result.images
+    assert image.size == (128, 128)
+    back = image.resize(source_image.size)
+    assert distance(back, source_image) < 12
+    assert dominant_colour(image) == "red"
+    assert f"Upscale: 2x {mode}" in result.infotexts[0]
+
+
+# ---------------------------------------------------------------------------
+# progress and cancellation
+
+
+def test_progress_reports_every_step_with_previews(engine, request_for):
+    events = []
+    engine.run(Imagine(request_for("a red circle --steps 10"), seed=1), report=events.append)
+    assert [e.step for e in events] == list(range(1, 11))
+    assert {e.total for e in events} == {10}
+    assert [e.step for e in events if e.preview is not None] == [5]
+    assert events[4].preview.size == (64, 64)
+
+
+def test_stop_reports_progress_up_to_where_it_stops(engine, request_for):
+    events = []
+    engine.run(Imagine(request_for("a red circle --steps 10 --stop 50"), seed=1), report=events.append)
+    assert events[-1].step == events[-1].total == 5
+
+
+def test_cancel_stops_at_the_next_step_and_the_engine_runs_on(engine, request_for):
+    token = CancelToken()
+    steps = []
+
+    def report(event):
+        steps.append(event.step)
+        if event.step == 3:
+            threading.Thread(target=token.cancel).start()
+            threading.Event().wait(0.05)
+
+    with pytest.raises(JobCancelled):
+        engine.run(Imagine(request_for("a red circle --steps 30"), seed=1), report=report, token=token)
+    assert max(steps) <= 4
+    result = engine.run(Imagine(request_for("a red circle on a white background --steps 8"), seed=1, count=1))
+    assert dominant_colour(result.images[0]) == "red"

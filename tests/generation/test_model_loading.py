@@ -1,0 +1,96 @@
+"""Models from config: single-file checkpoints offline, SDXL through the same engine, shared weights."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.catalogs import builtin_catalog
+
+from generation.catalog import ModelVersion
+from generation.engine import Engine, Imagine, Vary
+from generation.models import ModelLoadError
+
+
+def on_version(request, version: str):
+    """The request as `--v version` would give it (the shared fixture's catalog knows only builtin)."""
+    return replace(request, params=replace(request.params, version=version))
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def single_file(tmp_path_factory) -> Path:
+    from diffusers import StableDiffusionPipeline
+    from helpers.single_file import save_as_single_file
+
+    from generation.builtin import MODEL_DIR
+
+    path = tmp_path_factory.mktemp("civitai") / "builtin-single.safetensors"
+    save_as_single_file(StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True), path)
+    return path
+
+
+def test_a_single_file_checkpoint_loads_offline_and_draws_the_same_pixels(single_file, engine, request_for,
+                                                                           monkeypatch):
+    # any attempt to reach a model hub fails the test
+    import huggingface_hub
+
+    from generation.builtin import MODEL_DIR
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+
+    catalog = builtin_catalog(civitai=ModelVersion("civitai", str(single_file), config=str(MODEL_DIR)))
+    from_file = Engine(catalog)
+    request = request_for("a red circle on a white background --steps 6 --cfg 6")
+    ours = from_file.run(Imagine(on_version(request, "civitai"), seed=3))
+    shipped = engine.run(Imagine(request, seed=3))
+    assert ours.parameters["model"] == "civitai"
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(ours.images, shipped.images, strict=True))
+
+
+def test_a_single_file_without_config_is_refused_with_a_fix(single_file):
+    catalog = builtin_catalog(civitai=ModelVersion("civitai", str(single_file)))
+    with pytest.raises(ModelLoadError, match="needs `config`"):
+        Engine(catalog).model("civitai")
+
+
+def test_a_missing_model_folder_names_the_version(tmp_path):
+    catalog = builtin_catalog(gone=ModelVersion("gone", str(tmp_path / "nothing-here")))
+    with pytest.raises(ModelLoadError, match="version 'gone'"):
+        Engine(catalog).model("gone")
+
+
+def test_the_three_pipelines_share_one_copy_of_the_weights(engine):
+    model = engine.model("builtin")
+    for pipe in (model.img2img, model.inpaint):
+        assert pipe.unet is model.text2img.unet
+        assert pipe.vae is model.text2img.vae
+        assert pipe.text_encoder is model.text2img.text_encoder
+
+
+def test_a_tiny_sdxl_model_runs_every_job_through_the_same_engine(tmp_path, request_for):
+    from helpers.tiny_sdxl import build_tiny_sdxl
+
+    folder = build_tiny_sdxl(tmp_path / "tiny-sdxl")
+    catalog = builtin_catalog(xl=ModelVersion("xl", str(folder), family="sdxl"))
+    engine = Engine(catalog)
+    request = request_for("a (red:1.2) circle::2 blue::1 --no green --ar 2:1 --steps 3 --chaos 20")
+    request = on_version(request, "xl")
+    events = []
+    grid = engine.run(Imagine(request, seed=1), report=events.append)
+    assert [image.size for image in grid.images] == [(96, 48)] * 4  # 64² budget at 2:1, sides of 16
+    assert grid.parameters["model"] == "xl" and events[-1].step == 3
+    again = engine.run(Imagine(request, seed=1))
+    assert np.array_equal(pixels(grid.images[0]), pixels(again.images[0]))
+    varied = engine.run(Vary(request, grid.images[0], seed=2, variability="subtle"))
+    assert len(varied.images) == 4 and varied.images[0].size == (96, 48)
+    model = engine.model("xl")
+    assert model.encoder.is_sdxl and model.native_side == 64
