@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -219,6 +220,21 @@ def infotext(request: GenerationRequest, plan: GenerationPlan, seed: int, extra:
     return "\n".join(lines)
 
 
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Left (or top) edges of tiles covering `length`, each overlapping the next by at least `overlap`."""
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _feather(side: int, overlap: int) -> np.ndarray:
+    """A tile's blending weight: 1 inside, ramping down to near 0 across `overlap` at each edge."""
+    ramp = np.minimum(1.0, (np.arange(side) + 0.5) / overlap)
+    ramp = np.minimum(ramp, ramp[::-1])
+    return np.outer(ramp, ramp)[:, :, None]
+
+
 # ---------------------------------------------------------------------------
 # the engine
 
@@ -293,7 +309,7 @@ class Engine:
             else:
                 strength = UPSCALE_STRENGTH[job.mode]
                 source = job.source.convert("RGB").resize((plan.width, plan.height), Image.Resampling.LANCZOS)
-                images = self._image_to_image(model, plan, conditioning, [source], strength, seeds, report, token)
+                images = [self._upscale_pass(model, plan, conditioning, source, strength, seeds[0], report, token)]
                 extra = {"Denoising strength": strength, "Upscale": f"{UPSCALE_FACTOR}x {job.mode}"}
             timings["denoise"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
@@ -338,6 +354,35 @@ class Engine:
                         report: Report, token: CancelToken) -> list[Image.Image]:
         return self._denoise(model, model.img2img, plan, conditioning.repeat(len(seeds)), seeds, report, token,
                              image=sources, strength=strength)
+
+    def _upscale_pass(self, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
+                      source: Image.Image, strength: float, seed: int, report: Report,
+                      token: CancelToken) -> Image.Image:
+        """img2img over the resampled picture; in overlapping native-size tiles when it is large.
+
+        Up to 4× the model's native pixel count runs in one pass. Beyond that each tile
+        is repainted on its own (seed + tile number) and the tiles are blended with linear
+        ramps over their overlap, so memory stays that of one native-size picture.
+        """
+        side = model.native_side
+        if plan.width * plan.height <= 4 * side * side:
+            return self._image_to_image(model, plan, conditioning, [source], strength, (seed,), report, token)[0]
+        overlap = max(model.alignment, side // 4 // model.alignment * model.alignment)
+        xs, ys = _tile_starts(plan.width, side, overlap), _tile_starts(plan.height, side, overlap)
+        tiles = [(x, y) for y in ys for x in xs]
+        ramp = _feather(side, overlap)
+        total = np.zeros((plan.height, plan.width, 3))
+        weight = np.zeros((plan.height, plan.width, 1))
+        tile_plan = replace(plan, width=side, height=side)
+        for number, (x, y) in enumerate(tiles):
+            def tile_report(event: Progress, number: int = number) -> None:
+                report(Progress(number * event.total + event.step, len(tiles) * event.total, event.preview))
+            crop = source.crop((x, y, x + side, y + side))
+            (painted,) = self._image_to_image(model, tile_plan, conditioning, [crop], strength,
+                                              ((seed + number) % SEED_MODULUS,), tile_report, token)
+            total[y:y + side, x:x + side] += np.asarray(painted, dtype=np.float64) * ramp
+            weight[y:y + side, x:x + side] += ramp
+        return Image.fromarray(np.clip(np.round(total / weight), 0, 255).astype(np.uint8))
 
     def _denoise(self, model: LoadedModel, pipe, plan: GenerationPlan, conditioning: Conditioning,
                  seeds: tuple[int, ...], report: Report, token: CancelToken, **inputs: Any) -> list[Image.Image]:

@@ -269,6 +269,19 @@ def test_upscale_doubles_the_size_and_keeps_the_content(engine, request_for, sou
     assert f"Upscale: 2x {mode}" in result.infotexts[0]
 
 
+def test_a_large_upscale_runs_in_tiles_and_keeps_the_content(engine, request_for, source_image):
+    request = request_for("a red circle on a white background --steps 8")
+    events = []
+    twice = engine.run(Upscale(request, source_image, seed=7)).images[0]
+    four_times = engine.run(Upscale(request, twice, seed=7), report=events.append)
+    (image,) = four_times.images
+    assert image.size == (256, 256)  # 16 × the native pixels: beyond one pass, so tiled
+    assert events[-1].step == events[-1].total > 8  # progress counts every tile's steps
+    assert distance(image.resize(source_image.size), source_image) < 12
+    grey = pixels(image).mean(axis=-1)
+    assert np.abs(np.diff(grey, axis=1)).max() < 120  # no hard seams between tiles on the white background
+
+
 # ---------------------------------------------------------------------------
 # progress and cancellation
 
