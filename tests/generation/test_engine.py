@@ -316,3 +316,24 @@ def test_cancel_stops_at_the_next_step_and_the_engine_runs_on(engine, request_fo
     assert max(steps) <= 4
     result = engine.run(Imagine(request_for("a red circle on a white background --steps 8"), seed=1, count=1))
     assert dominant_colour(result.images[0]) == "red"
+
+
+def test_style_raw_drops_the_versions_suffix_and_lora(engine):
+    from dataclasses import replace as swap
+
+    from helpers.catalogs import builtin_catalog
+
+    from generation.catalog import ModelVersion
+    from generation.engine import plan_generation, styled_segments
+    from generation.prompt import parse_prompt
+
+    catalog = builtin_catalog(styled=ModelVersion("styled", "builtin", style_suffix="on a white background",
+                                                  style_lora="pixel", style_lora_weight=0.6))
+    model = engine.model("builtin")
+    (styled,) = parse_prompt("a red circle --v styled")
+    raw = swap(styled, params=swap(styled.params, style="raw"))
+    plan, raw_plan = plan_generation(styled, catalog, model), plan_generation(raw, catalog, model)
+    assert plan.loras[0].name == "pixel" and plan.style_suffix == "on a white background"
+    assert raw_plan.loras == () and raw_plan.style_suffix == ""
+    assert styled_segments(styled, plan)[0].text == "a red circle, (on a white background:1)"
+    assert styled_segments(raw, raw_plan)[0].text == "a red circle"
