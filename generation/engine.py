@@ -276,6 +276,8 @@ class Engine:
     def run(self, job: EngineJob, report: Report = _ignore, token: CancelToken | None = None) -> GenerationResult:
         """Make the job's pictures; raises `JobCancelled` when `token` is cancelled."""
         token = token or CancelToken()
+        if job.request.image_urls:  # nothing is silently ignored: image prompts need their fetch step first
+            raise ValueError("this engine job has image prompts; fetch them and run an image-prompt job instead")
         started = time.perf_counter()
         model = self.model(resolve_version(job.request, self.catalog).name)
         if isinstance(job, Imagine):

@@ -337,3 +337,11 @@ def test_style_raw_drops_the_versions_suffix_and_lora(engine):
     assert raw_plan.loras == () and raw_plan.style_suffix == ""
     assert styled_segments(styled, plan)[0].text == "a red circle, (on a white background:1)"
     assert styled_segments(raw, raw_plan)[0].text == "a red circle"
+
+
+def test_image_prompts_are_refused_not_ignored(engine):
+    from generation.prompt import parse_prompt
+
+    (request,) = parse_prompt("https://example.com/cat.png a red circle --iw 2")
+    with pytest.raises(ValueError, match="image prompts"):
+        engine.run(Imagine(request, seed=1))
