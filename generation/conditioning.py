@@ -168,6 +168,8 @@ class PromptEncoder:
         if pair[0].shape[1] == length:
             return pair
         empty = compel.build_conditioning_tensor("")
+        if isinstance(empty, tuple):  # the encoder that also gives the pooled embedding
+            empty = empty[0]
         repeats = (length - pair[0].shape[1]) // empty.shape[1]
         return [torch.cat([t, empty.repeat(1, repeats, 1)], dim=1) for t in pair]
 

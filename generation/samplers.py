@@ -47,9 +47,10 @@ WEBUI_LABELS = {
 
 def sampler_name_of(scheduler: SchedulerMixin) -> str:
     """The WebUI name of a scheduler (the model's own one included), or its class name if it has none."""
+    karras = bool(scheduler.config.get("use_karras_sigmas"))
     for name, (cls, overrides) in SAMPLERS.items():
-        if type(scheduler) is cls and all(scheduler.config.get(k) == v for k, v in overrides.items()) and not (
-                "use_karras_sigmas" not in overrides and scheduler.config.get("use_karras_sigmas")):
+        same_settings = all(scheduler.config.get(key) == value for key, value in overrides.items())
+        if type(scheduler) is cls and same_settings and karras == overrides.get("use_karras_sigmas", False):
             return name
     return type(scheduler).__name__
 

@@ -12,6 +12,7 @@ from helpers.catalogs import builtin_catalog
 from generation.catalog import ModelVersion
 from generation.engine import Engine, Imagine, Vary
 from generation.models import ModelLoadError
+from generation.prompt import Segment
 
 
 def on_version(request, version: str):
@@ -94,3 +95,17 @@ def test_a_tiny_sdxl_model_runs_every_job_through_the_same_engine(tmp_path, requ
     assert len(varied.images) == 4 and varied.images[0].size == (96, 48)
     model = engine.model("xl")
     assert model.encoder.is_sdxl and model.native_side == 64
+
+
+def test_sdxl_pads_the_shorter_encoders_embeddings_with_empty_chunks(tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+    from helpers.tiny_sdxl import build_tiny_sdxl
+
+    from generation.conditioning import PromptEncoder
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(build_tiny_sdxl(tmp_path / "xl"), local_files_only=True)
+    encoder = PromptEncoder(pipe)
+    pair = [t[:, :77] for t in encoder.encode([Segment("a red circle", 1.0)]).as_pipeline_kwargs().values()][:2]
+    pair = [t[..., 32:] for t in pair]  # the second encoder's half
+    padded = PromptEncoder._pad_to(encoder._compels[1], pair, 154)
+    assert [t.shape[1] for t in padded] == [154, 154]
