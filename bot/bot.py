@@ -1,35 +1,89 @@
-"""The Bot subclass: what the process holds open while it serves Discord."""
+"""The Bot subclass: what the process holds open while it serves Discord.
+
+`setup_hook` opens everything in order (database migrated to head, image store, the
+executor with the engine, the job runner rebuilt from the job table, an HTTP session),
+registers the persistent buttons and loads one cog per user surface; `close` shuts
+them down in reverse.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.jobs import JobRunner
+from bot.work import engine_work
+from generation.executor import Executor, LocalExecutor
+from storage.database import create_engine, create_sessionmaker, upgrade_database
+from storage.images import ImageStore
+
+if TYPE_CHECKING:
+    from generation.engine import Engine
 
 log = logging.getLogger(__name__)
 
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
-INITIAL_EXTENSIONS: tuple[str, ...] = ()
+INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.imagine",)
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The diffusers engine on this machine's best device (imports torch: call off the loop)."""
+    import torch
+
+    from generation.engine import Engine
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Engine(settings.catalog, device=device, dtype=torch.float16 if device == "cuda" else torch.float32)
 
 
 class ImagineBot(commands.AutoShardedBot):
     settings: Settings
+    jobs: JobRunner
+    store: ImageStore
+    http_session: aiohttp.ClientSession
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, **options) -> None:
         intents = discord.Intents.default()  # slash commands, buttons, reactions: no message content
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.settings = settings
+        self.engine = engine
+        self.executor: Executor | None = None
+        self.database = None
 
     async def setup_hook(self) -> None:
+        self.database = create_engine(self.settings.storage.database_url)
+        await upgrade_database(self.database)
+        self.sessionmaker = create_sessionmaker(self.database)
+        self.store = ImageStore(self.settings.storage.image_dir)
+        if self.engine is None:
+            self.engine = await asyncio.to_thread(build_engine, self.settings)
+        self.executor = LocalExecutor()
+        self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store))
+        await self.jobs.start()
+        self.http_session = aiohttp.ClientSession()
         for extension in INITIAL_EXTENSIONS:
             try:
                 await self.load_extension(extension)
             except Exception:
                 log.exception("could not load extension %s", extension)
+
+    async def close(self) -> None:
+        await super().close()
+        if hasattr(self, "jobs"):
+            await self.jobs.close()
+        if self.executor is not None:
+            await self.executor.close()
+        if hasattr(self, "http_session"):
+            await self.http_session.close()
+        if self.database is not None:
+            await self.database.dispose()
 
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s)", self.user, self.user.id if self.user else "?")

@@ -15,51 +15,31 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from generation.executor import Executor, JobCancelled, JobHandle, Progress, Work
+from generation.executor import (
+    Executor,
+    JobCancelled,
+    JobEvent,
+    JobFinished,
+    JobHandle,
+    JobProgress,
+    JobStarted,
+    Work,
+)
 from generation.queue import FairScheduler, QueueCaps, QueueFull
 from generation.results import GenerationResult
 from storage import repository as repo
 from storage.images import ImageStore
-from storage.models import Job, JobKind, JobState, QueueMode
+from storage.models import Job, JobState, QueueMode
+from storage.repository import NewJob
 
 log = logging.getLogger(__name__)
 
 WorkFactory = Callable[[Job], Work[GenerationResult]]
 
 
-@dataclass(frozen=True)
-class NewJob:
-    kind: JobKind
-    request: dict[str, Any]
-    prompt: str = ""
-    seed: int | None = None
-    parent_id: int | None = None
-
-
-@dataclass(frozen=True)
-class JobStarted:
-    job_id: int
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    job_id: int
-    progress: Progress
-
-
-@dataclass(frozen=True)
-class JobFinished:
-    job_id: int
-    state: JobState
-    error: str | None = None
-
-
-JobEvent = JobStarted | JobProgress | JobFinished
 
 
 class JobRunner:
@@ -130,10 +110,16 @@ class JobRunner:
         self._wake.set()
         return job_ids
 
-    async def events(self, job_id: int) -> AsyncIterator[JobEvent]:
-        """What happens to a job from now on, ending with `JobFinished`."""
+    def events(self, job_id: int) -> AsyncIterator[JobEvent]:
+        """What happens to a job from this call on, ending with `JobFinished`.
+
+        The listener is registered at once (not at the first `async for` step), so
+        nothing is missed while the caller awaits something else before iterating."""
         listener: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._listeners[job_id].append(listener)
+        return self._drain(job_id, listener)
+
+    async def _drain(self, job_id: int, listener: asyncio.Queue[JobEvent]) -> AsyncIterator[JobEvent]:
         try:
             while True:
                 event = await listener.get()

@@ -36,6 +36,28 @@ class Progress:
         return round(100 * self.step / max(self.total, 1))
 
 
+@dataclass(frozen=True)
+class JobStarted:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: int
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    job_id: int
+    state: str  # "done", "failed" or "cancelled" (storage's JobState values)
+    error: str | None = None
+
+
+# what the job runner tells whoever follows a job, in this order
+JobEvent = JobStarted | JobProgress | JobFinished
+
+
 class JobCancelled(Exception):
     """The job was cancelled; raised by `JobHandle.result()`."""
 

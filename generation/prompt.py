@@ -113,6 +113,54 @@ class GenerationRequest:
             "loras": [{"name": lora.name, "weight": float(lora.weight)} for lora in self.loras],
         }
 
+    def to_prompt(self) -> str:
+        """The request written back as one prompt: what result messages and /history show.
+
+        Permutations and `--repeat` are already expanded; parameters at their defaults
+        are left out; `--no` items come last, as users write them."""
+        positive, negative = self.positive_segments, self.negative_segments
+        no_items = all(s.weight == NO_WEIGHT for s in negative)
+        if len(positive) == 1 and positive[0].weight == 1 and no_items:
+            words = [positive[0].text]
+        else:  # every segment with its weight, negative ones in place
+            words = [f"{s.text}::{s.weight:g}" for s in self.segments if s.weight > 0 or not no_items]
+        words = [*self.image_urls, *words, *(f"<lora:{lora.name}:{lora.weight:g}>" for lora in self.loras)]
+        default, params = Params(), self.params
+        flags = {
+            "--ar": params.aspect if params.aspect != default.aspect else None,
+            "--chaos": params.chaos or None,
+            "--q": f"{params.quality:g}" if params.quality != default.quality else None,
+            "--seed": params.seed,
+            "--stop": params.stop if params.stop != default.stop else None,
+            "--s": params.stylize if params.stylize != default.stylize else None,
+            "--iw": f"{params.image_weight:g}" if params.image_weight != default.image_weight else None,
+            "--v": params.version,
+            "--style": params.style,
+            "--steps": params.steps,
+            "--cfg": f"{params.cfg:g}" if params.cfg is not None else None,
+            "--sampler": params.sampler,
+        }
+        words += [f"{flag} {value}" for flag, value in flags.items() if value is not None]
+        if params.niji is not None:
+            words.append("--niji" if params.niji is True else f"--niji {params.niji}")
+        if params.tile:
+            words.append("--tile")
+        if params.mode is not None:
+            words.append(f"--{params.mode}")
+        if negative and no_items:
+            words.append("--no " + ", ".join(s.text for s in negative))
+        return " ".join(words)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """The inverse of `to_dict`: a stored job's request, read back to run it."""
+        return cls(
+            segments=tuple(Segment(s["text"], float(s["weight"])) for s in data["segments"]),
+            params=Params(**data.get("params", {})),
+            image_urls=tuple(data.get("image_urls", ())),
+            loras=tuple(LoraRef(lora["name"], float(lora["weight"])) for lora in data.get("loras", ())),
+        )
+
 
 def _plain_number(value: float | None) -> float | int | None:
     if value is None or not float(value).is_integer():

@@ -22,6 +22,17 @@ UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
 
 @dataclass(frozen=True)
+class NewJob:
+    """A job to write: what `enqueue_job` stores besides who asked, where and in which mode."""
+
+    kind: JobKind
+    request: dict[str, Any]  # GenerationRequest.to_dict(), plus "options" for jobs made from a picture
+    prompt: str = ""
+    seed: int | None = None
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True)
 class NewImage:
     """What the image store wrote for one picture of a job."""
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated database per test, and no network for model code."""
+"""Shared fixtures: a migrated database per test, one engine on the built-in model for the
+whole run (loading it once keeps the suite short), and no network for model code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers.catalogs import builtin_catalog
+
+from generation.catalog import ModelCatalog, list_loras
+from generation.prompt import GenerationRequest, parse_prompt
+from generation.validation import validate_request
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -29,3 +35,23 @@ async def database(tmp_path: Path) -> AsyncIterator:
 @pytest.fixture
 def sessionmaker(database):
     return database[1]
+
+@pytest.fixture(scope="session")
+def catalog() -> ModelCatalog:
+    return builtin_catalog()
+
+
+@pytest.fixture(scope="session")
+def engine(catalog):
+    from generation.engine import Engine
+
+    return Engine(catalog)
+
+
+@pytest.fixture(scope="session")
+def request_for(catalog):
+    """Parse and validate a prompt as the bot does: `request_for("a red circle --ar 16:9")`."""
+    def make(text: str) -> GenerationRequest:
+        (request,) = parse_prompt(text)
+        return validate_request(request, catalog, available_loras=list_loras(catalog.lora_dir))
+    return make

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -347,6 +349,21 @@ def test_json_shape_for_the_documented_example():
     }
 
 
+@pytest.mark.parametrize("prompt, shown", [
+    ("a lighthouse at dusk", "a lighthouse at dusk"),
+    ("a lighthouse —ar 16:9 --no fog, rain --seed 7 --fast", "a lighthouse --ar 16:9 --seed 7 --fast --no fog, rain"),
+    ("space::2 ship <lora:pixel:0.8> --niji --tile --s 250 --c 20 --q .5",
+     "space::2 ship::1 <lora:pixel:0.8> --chaos 20 --q 0.5 --s 250 --niji --tile"),
+    ("https://example.com/a.png a cat --iw 2 --v 6 --steps 12 --cfg 4.5 --sampler euler_a --stop 50",
+     "https://example.com/a.png a cat --stop 50 --iw 2 --v 6 --steps 12 --cfg 4.5 --sampler euler_a"),
+    ("cat::1 dog::-0.25 --no fog", "cat::1 dog::-0.25 fog::-0.5"),
+])
+def test_a_request_written_back_as_a_prompt_parses_to_the_same_request(prompt, shown):
+    request = one(prompt)
+    assert request.to_prompt() == shown
+    assert one(shown) == request
+
+
 def test_segment_helpers():
     request = one("cat::2 dog --no red")
     assert request.positive_segments == (Segment("cat", 2.0), Segment("dog", 1.0))
@@ -374,6 +391,8 @@ def test_any_text_parses_or_raises_prompt_error(prompt):
             assert all(s.text and s.text == s.text.strip() for s in job.segments)
             # something to draw: a positive segment, or an image with only --no segments
             assert job.positive_segments or (job.image_urls and all(s.weight == -0.5 for s in job.segments))
+            # what the job table stores reads back as the same request
+            assert GenerationRequest.from_dict(json.loads(json.dumps(job.to_dict()))) == job
 
 
 words = st.sampled_from(["red", "circle", "a", "blue", "square", "lighthouse", "dusk", "(star:1.2)"])

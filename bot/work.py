@@ -1,0 +1,63 @@
+"""Stored jobs to engine work: what the executor runs for each job kind.
+
+The job row says what to make (`storage/job_requests.py` writes it); this module reads
+it back into the engine's job types. Everything heavy (reading the source picture,
+loading the model, denoising) happens in the executor's thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PIL import Image
+
+from bot.jobs import WorkFactory
+from generation.engine import Engine, EngineJob, Imagine, Upscale, Vary
+from generation.executor import CancelToken, Progress, Work
+from generation.prompt import GenerationRequest
+from generation.results import GenerationResult
+from storage.images import ImageStore
+from storage.job_requests import job_options, request_without_options
+from storage.models import Job, JobKind
+
+# the job kinds the engine runs today; zoom, pan, region and blend come with the image jobs
+RUNNABLE_KINDS = frozenset({JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION, JobKind.UPSCALE})
+
+
+class UnsupportedJob(ValueError):
+    """A stored job the engine cannot run; its message is shown to the job's owner."""
+
+
+def engine_job_for(job: Job, open_source: Callable[[int, int], Image.Image]) -> EngineJob:
+    """The engine's job for a stored one; `open_source(parent_id, index)` reads a stored picture."""
+    if job.kind not in RUNNABLE_KINDS:
+        raise UnsupportedJob(f"{job.kind.value} jobs are not available on this bot yet")
+    if job.seed is None:
+        raise UnsupportedJob(f"job {job.id} has no seed")
+    request = GenerationRequest.from_dict(request_without_options(job.request))
+    if job.kind in (JobKind.IMAGINE, JobKind.REROLL):
+        return Imagine(request, job.seed)
+    options = job_options(job)
+    if job.parent_id is None or "source_index" not in options:
+        raise UnsupportedJob(f"job {job.id} names no picture to start from")
+    source = open_source(job.parent_id, int(options["source_index"]))
+    if job.kind == JobKind.VARIATION:
+        return Vary(request, source, job.seed, variability=options.get("variability", "strong"))
+    return Upscale(request, source, job.seed, mode=options.get("upscale_mode", "subtle"))
+
+
+def engine_work(engine: Engine, store: ImageStore) -> WorkFactory:
+    """The JobRunner's WorkFactory on the real engine."""
+
+    def open_source(parent_id: int, index: int) -> Image.Image:
+        path = store.path_for(parent_id, index)
+        if not path.exists():
+            raise UnsupportedJob(f"the picture this job starts from (job {parent_id}, image {index + 1}) is gone")
+        return store.open(path).convert("RGB")
+
+    def make_work(job: Job) -> Work[GenerationResult]:
+        def work(report: Callable[[Progress], None], token: CancelToken) -> GenerationResult:
+            return engine.run(engine_job_for(job, open_source), report, token)
+        return work
+
+    return make_work

@@ -1,0 +1,267 @@
+"""/imagine and the buttons under its results: the path from a prompt to a grid and on.
+
+Every press of a button is a new job for the person who pressed it (as on Midjourney):
+the owner's job and messages are never changed by someone else's press.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.utils.components import Action, JobButton, grid_view, single_view
+from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, encode_for_upload, load_images
+from generation.catalog import list_loras
+from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
+from generation.imaging import make_grid
+from generation.prompt import GenerationRequest, PromptError, parse_prompt
+from generation.queue import QueueFull
+from generation.validation import validate_request
+from storage import repository as repo
+from storage.job_requests import (
+    imagine_job,
+    reroll_job,
+    upscale_job,
+    variation_job,
+)
+from storage.models import Job, JobKind, JobState, QueueMode
+from storage.repository import NewJob
+
+if TYPE_CHECKING:
+    from bot.bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+MODE_NAMES = {QueueMode.FAST: "fast", QueueMode.RELAX: "relaxed", QueueMode.TURBO: "turbo"}
+
+
+
+
+def job_title(job: Job) -> str:
+    """What the job is, after the prompt: Midjourney's wording."""
+    options = job.request.get("options", {})
+    if job.kind == JobKind.VARIATION:
+        return f"Variations (Strong) by <@{job.user_id}>" if options.get("variability") == "strong" \
+            else f"Variations (Subtle) by <@{job.user_id}>"
+    if job.kind == JobKind.UPSCALE:
+        return f"Upscaled ({options.get('upscale_mode', 'subtle').title()}) by <@{job.user_id}>"
+    return f"<@{job.user_id}>"
+
+
+def headline(job: Job, status: str | None = None) -> str:
+    """`**prompt** - @user (42%) (fast)`: the first line of every message about a job."""
+    status_part = f" ({status})" if status else ""
+    return f"**{job.prompt}** - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(JobButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobButton)
+        for task in self._deliveries:
+            task.cancel()
+
+    # --- /imagine ----------------------------------------------------------------
+
+    @app_commands.command(name="imagine", description="Make four pictures from a prompt")
+    @app_commands.describe(prompt="What to draw, then --parameters: a lighthouse at dusk --ar 16:9 --no fog")
+    async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
+        try:
+            requests = self.read_prompt(prompt)
+        except PromptError as error:
+            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            return
+        if any(request.image_urls for request, _ in requests):
+            await interaction.response.send_message(
+                "❌ Image prompts are not available on this bot yet: remove the image link and try again.",
+                ephemeral=True)
+            return
+        mode = await self.mode_for(interaction.user.id, requests[0][0].params.mode)
+        new_jobs = [imagine_job(request.to_dict(), shown, request.params.seed) for request, shown in requests]
+        await self.start_jobs(interaction, mode, new_jobs)
+
+    def read_prompt(self, prompt: str) -> list[tuple[GenerationRequest, str]]:
+        """Each job of a prompt, checked against the configured models, with the prompt to show
+        for it (as the user wrote it, permutations expanded; defaults filled in are not shown).
+        PromptError says what is wrong."""
+        settings = self.bot.settings
+        loras = list_loras(settings.catalog.lora_dir)
+        return [(validate_request(request, settings.catalog, available_loras=loras), request.to_prompt())
+                for request in parse_prompt(prompt, settings.limits)]
+
+    async def mode_for(self, user_id: int, asked: str | None) -> QueueMode:
+        """--fast/--relax/--turbo in the prompt, else the user's default, else the server's."""
+        if asked is not None:
+            return QueueMode(asked)
+        async with self.bot.sessionmaker.begin() as session:
+            user = await repo.ensure_user(session, user_id=user_id)
+            if user.default_mode is not None:
+                return user.default_mode
+        return QueueMode(self.bot.settings.queue.default_mode)
+
+    # --- starting jobs and following them ----------------------------------------
+
+    async def start_jobs(self, interaction: discord.Interaction, mode: QueueMode, new_jobs: list[NewJob]) -> None:
+        """Queue the jobs (over a cap: an ephemeral refusal, nothing written), then one message per job."""
+        allowed = self.bot.settings.queue.allowed_modes
+        if mode.value not in allowed:
+            await interaction.response.send_message(
+                f"❌ {mode.value} mode is not available here: use one of {', '.join('--' + m for m in allowed)}.",
+                ephemeral=True)
+            return
+        try:
+            self.bot.jobs.scheduler.check_caps([(interaction.user.id, mode.value)] * len(new_jobs))
+        except QueueFull as error:
+            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=mode, jobs=new_jobs,
+                                                 guild_id=interaction.guild_id, channel_id=interaction.channel_id)
+        except QueueFull as error:  # another request of this user got in first
+            await interaction.delete_original_response()
+            await interaction.followup.send(f"❌ {error}", ephemeral=True)
+            return
+        events = {job_id: self.bot.jobs.events(job_id) for job_id in job_ids}  # listening before any await
+        async with self.bot.sessionmaker() as session:
+            jobs = [await repo.get_job(session, job_id=job_id) for job_id in job_ids]
+        for number, job in enumerate(jobs):
+            message = JobMessage(interaction, channel_id=interaction.channel_id or 0, original=number == 0,
+                                 min_interval=self.bot.settings.discord.progress_edit_seconds)
+            waiting = self.waiting_text(job.id)
+            if number == 0:
+                await message.edit(content=headline(job, waiting), allowed_mentions=ALLOWED_MENTIONS)
+            else:
+                sent = await interaction.followup.send(headline(job, waiting), wait=True,
+                                                       allowed_mentions=ALLOWED_MENTIONS)
+                message.message_id = sent.id
+            if message.message_id is not None:
+                async with self.bot.sessionmaker.begin() as session:
+                    await repo.set_job_message(session, job_id=job.id, message_id=message.message_id)
+            task = asyncio.create_task(self.deliver(job, message, events[job.id]), name=f"deliver-{job.id}")
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    def waiting_text(self, job_id: int) -> str:
+        position = self.bot.jobs.position(job_id)
+        if position is None:
+            return "Waiting to start"
+        estimate = self.bot.jobs.estimate_seconds(job_id)
+        about = f", about {round(estimate)} s" if estimate is not None else ""
+        return f"Waiting to start: {position + 1} in the queue{about}"
+
+    async def deliver(self, job: Job, message: JobMessage, events: AsyncIterator[JobEvent]) -> None:
+        """Edit the message as the job runs, then post the result (or say what went wrong)."""
+        try:
+            async for event in events:
+                if isinstance(event, JobStarted):
+                    await message.edit(content=headline(job, "0%"))
+                elif isinstance(event, JobProgress) and message.due() and event.progress.step < event.progress.total:
+                    fields: dict = {"content": headline(job, f"{event.progress.percent}%")}
+                    if event.progress.preview is not None:
+                        fields["attachments"] = [encode_for_upload(event.progress.preview, "preview",
+                                                                   message.interaction.filesize_limit)]
+                    await message.edit(**fields)
+                elif isinstance(event, JobFinished):
+                    await self.finish(job, message, event)
+        except Exception:
+            log.exception("delivering job %s failed", job.id)
+
+    async def finish(self, job: Job, message: JobMessage, event: JobFinished) -> None:
+        if event.state == JobState.CANCELLED:
+            await message.edit(content=headline(job, "cancelled"), attachments=[])
+            return
+        if event.state == JobState.FAILED:
+            await message.edit(content=f"{headline(job, 'failed')}\n❌ {event.error} (job {job.id})", attachments=[])
+            return
+        async with self.bot.sessionmaker() as session:
+            done = await repo.get_job(session, job_id=job.id)
+        images = await load_images([image.path for image in done.images])
+        limit = message.interaction.filesize_limit
+        if len(images) == 1:
+            file = await asyncio.to_thread(encode_for_upload, images[0], f"job-{job.id}", limit)
+            view = single_view(job.id, 0)
+        else:
+            grid = await asyncio.to_thread(make_grid, images)
+            file = await asyncio.to_thread(encode_for_upload, grid, f"job-{job.id}", limit)
+            view = grid_view(job.id, len(images))
+        sent = await message.send_result(content=headline(done), file=file, view=view)
+        if sent is not None:
+            async with self.bot.sessionmaker.begin() as session:
+                await repo.set_job_message(session, job_id=job.id, message_id=sent.id)
+
+    # --- buttons -----------------------------------------------------------------
+
+    async def on_job_button(self, interaction: discord.Interaction, action: Action, job_id: int,
+                            index: int | None) -> None:
+        async with self.bot.sessionmaker() as session:
+            parent = await repo.get_job(session, job_id=job_id)
+        if parent is None or parent.state != JobState.DONE:
+            await interaction.response.send_message("❌ That job's pictures are gone: run /imagine again.",
+                                                    ephemeral=True)
+            return
+        if index is not None and index >= len(parent.images):
+            await interaction.response.send_message("❌ That picture does not exist.", ephemeral=True)
+            return
+        if action == Action.PICK:
+            await self.post_single(interaction, parent, index or 0)
+            return
+        if action == Action.FAVOURITE:
+            async with self.bot.sessionmaker.begin() as session:
+                added = await repo.add_favourite(session, user_id=interaction.user.id,
+                                                 image_id=parent.images[index or 0].id)
+            await interaction.response.send_message(
+                "❤️ Added to your favourites." if added else "❤️ Already in your favourites.", ephemeral=True)
+            return
+        new_job = await self.job_for_button(interaction.user.id, action, parent, index or 0)
+        mode = await self.mode_for(interaction.user.id, None)
+        await self.start_jobs(interaction, mode, [new_job])
+
+    async def job_for_button(self, user_id: int, action: Action, parent: Job, index: int) -> NewJob:
+        if action == Action.REROLL:
+            return reroll_job(parent)
+        if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
+            return variation_job(parent, index, "subtle" if action == Action.VARY_SUBTLE else "strong")
+        if action == Action.VARY:  # V1–V4 follow the presser's /settings
+            async with self.bot.sessionmaker.begin() as session:
+                user = await repo.ensure_user(session, user_id=user_id)
+                variability = user.variability.value
+            return variation_job(parent, index, variability)
+        return upscale_job(parent, index, "subtle" if action == Action.UPSCALE_SUBTLE else "creative")
+
+    async def post_single(self, interaction: discord.Interaction, parent: Job, index: int) -> None:
+        """U1–U4: the picture on its own, with the buttons that work on one picture."""
+        await interaction.response.defer(thinking=True)
+        (image,) = await load_images([parent.images[index].path])
+        file = await asyncio.to_thread(encode_for_upload, image, f"job-{parent.id}-{index + 1}",
+                                       interaction.filesize_limit)
+        await interaction.followup.send(
+            f"**{parent.prompt}** - Image #{index + 1} <@{interaction.user.id}>", file=file,
+            view=single_view(parent.id, index), allowed_mentions=ALLOWED_MENTIONS)
+
+    # --- errors ------------------------------------------------------------------
+
+    async def cog_app_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
+        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
+        text = "❌ Something went wrong on our side; it has been logged. Try again in a moment."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(Imagine(bot))

@@ -1,0 +1,1 @@
+"""Helpers the cogs share: persistent buttons, message delivery, message texts."""

@@ -1,0 +1,77 @@
+"""Persistent buttons: the custom_id carries the action, the job and the picture.
+
+`job:<action>:<job id>[:<index>]` (well under Discord's 100 characters). Nothing else
+is kept in memory: the job comes from the database when the button is pressed, so a
+button on a week-old message still works after a restart.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import TYPE_CHECKING
+
+import discord
+
+if TYPE_CHECKING:
+    from cogs.imagine import Imagine
+
+
+class Action(enum.StrEnum):
+    PICK = "u"  # U1–U4: post one picture of the grid with its own buttons
+    VARY = "v"  # V1–V4: variations of one picture, with the presser's variability setting
+    REROLL = "r"  # 🔄
+    UPSCALE_SUBTLE = "us"
+    UPSCALE_CREATIVE = "uc"
+    VARY_SUBTLE = "vs"
+    VARY_STRONG = "vx"
+    FAVOURITE = "fav"
+
+
+ACTIONS = "|".join(sorted((a.value for a in Action), key=len, reverse=True))
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button],
+                template=rf"job:(?P<action>{ACTIONS}):(?P<job_id>[0-9]+)(?::(?P<index>[0-9]))?$"):
+    def __init__(self, action: Action, job_id: int, index: int | None = None, *, label: str | None = None,
+                 emoji: str | None = None, style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+                 row: int | None = None) -> None:
+        custom_id = f"job:{action.value}:{job_id}" + (f":{index}" if index is not None else "")
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id, row=row))
+        self.action, self.job_id, self.index = action, job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> JobButton:
+        index = int(match["index"]) if match["index"] is not None else None
+        return cls(Action(match["action"]), int(match["job_id"]), index)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog: Imagine | None = interaction.client.get_cog("Imagine")  # type: ignore[attr-defined]
+        if cog is None:
+            await interaction.response.send_message("This button no longer works: run /imagine again.",
+                                                    ephemeral=True)
+            return
+        await cog.on_job_button(interaction, self.action, self.job_id, self.index)
+
+
+def grid_view(job_id: int, count: int = 4) -> discord.ui.View:
+    """Under a grid: U1–U4 and 🔄 on the first row, V1–V4 on the second."""
+    view = discord.ui.View(timeout=None)
+    for index in range(count):
+        view.add_item(JobButton(Action.PICK, job_id, index, label=f"U{index + 1}", row=0))
+    view.add_item(JobButton(Action.REROLL, job_id, emoji="🔄", row=0))
+    for index in range(count):
+        view.add_item(JobButton(Action.VARY, job_id, index, label=f"V{index + 1}", row=1))
+    return view
+
+
+def single_view(job_id: int, index: int) -> discord.ui.View:
+    """Under one picture: upscales, variations and ❤️."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(Action.UPSCALE_SUBTLE, job_id, index, label="Upscale (Subtle)", emoji="⬆️", row=0))
+    view.add_item(JobButton(Action.UPSCALE_CREATIVE, job_id, index, label="Upscale (Creative)", emoji="⬆️", row=0))
+    view.add_item(JobButton(Action.VARY_SUBTLE, job_id, index, label="Vary (Subtle)", emoji="🪄", row=1))
+    view.add_item(JobButton(Action.VARY_STRONG, job_id, index, label="Vary (Strong)", emoji="🪄", row=1))
+    view.add_item(JobButton(Action.FAVOURITE, job_id, index, emoji="❤️", row=2))
+    return view

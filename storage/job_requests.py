@@ -1,0 +1,56 @@
+"""What a job row holds so that it can run, and the jobs that are made from other jobs.
+
+A job's `request` is `GenerationRequest.to_dict()`; jobs that start from a picture add
+an `options` entry (which picture of the parent, how strongly to vary it, which
+upscale). Seeds are chosen here, when the job is written, so that a job run again after
+a restart makes the same pictures. The engine side reads these back in `bot/work.py`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from .models import Job, JobKind
+from .repository import NewJob
+
+SEED_RANGE = 2**32
+
+
+def new_seed() -> int:
+    return secrets.randbelow(SEED_RANGE)
+
+
+def imagine_job(request: dict[str, Any], prompt: str, seed: int | None = None) -> NewJob:
+    """`/imagine`: the prompt's --seed when it has one, else a fresh seed."""
+    return NewJob(JobKind.IMAGINE, request, prompt=prompt, seed=new_seed() if seed is None else seed)
+
+
+def reroll_job(parent: Job) -> NewJob:
+    """🔄: the parent's request with a new seed."""
+    return NewJob(JobKind.REROLL, request_without_options(parent.request), prompt=parent.prompt, seed=new_seed(),
+                  parent_id=parent.id)
+
+
+def variation_job(parent: Job, index: int, variability: str) -> NewJob:
+    """V1–V4 and Vary (Subtle / Strong): picture `index` (0-based) of the parent, varied."""
+    request = request_without_options(parent.request) | {
+        "options": {"source_index": index, "variability": variability}}
+    return NewJob(JobKind.VARIATION, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+
+
+def upscale_job(parent: Job, index: int, mode: str) -> NewJob:
+    """Upscale (Subtle / Creative) of picture `index` of the parent, with that picture's seed.
+    `parent` must have its images loaded (`get_job`)."""
+    request = request_without_options(parent.request) | {"options": {"source_index": index, "upscale_mode": mode}}
+    return NewJob(JobKind.UPSCALE, request, prompt=parent.prompt, seed=parent.images[index].seed,
+                  parent_id=parent.id)
+
+
+def request_without_options(request: dict[str, Any]) -> dict[str, Any]:
+    """The GenerationRequest part of a stored request."""
+    return {key: value for key, value in request.items() if key != "options"}
+
+
+def job_options(job: Job) -> dict[str, Any]:
+    return dict(job.request.get("options", {}))

@@ -1,0 +1,97 @@
+"""The bot on the real discord.py stack, talking to a fake Discord (see helpers/discord_harness.py)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discord.http import Route
+from helpers.discord_harness import (
+    FakeDiscord,
+    Recorded,
+    command_payload,
+    component_payload,
+    guild_create_payload,
+    ready_payload,
+)
+
+from bot.bot import ImagineBot
+from bot.config import DiscordSettings, StorageSettings, load_settings
+from storage import repository as repo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Harness:
+    bot: ImagineBot
+    discord: FakeDiscord
+
+    def command(self, name: str, user_id: int, **options: Any) -> str:
+        """Run a slash command as `user_id`; returns the interaction token (its requests' key)."""
+        payload = command_payload(name, options, user_id)
+        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
+        return payload["token"]
+
+    def press(self, message_id: str, custom_id: str, user_id: int) -> str:
+        payload = component_payload(self.discord.messages[message_id], custom_id, user_id)
+        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
+        return payload["token"]
+
+    def of(self, token: str) -> list[Recorded]:
+        """Every request made for one interaction (its callback and its webhook calls)."""
+        return [r for r in self.discord.requests if f"/{token}" in r.path]
+
+    async def result(self, token: str, timeout: float = 120.0) -> Recorded:
+        """The first followup that carries a file: the job's result message."""
+        return await self.discord.wait_for(lambda: next(
+            (r for r in self.of(token) if r.method == "POST" and r.path.endswith(token) and r.files), None), timeout)
+
+    async def ephemeral_reply(self, token: str) -> str:
+        reply = await self.discord.wait_for(lambda: next(
+            (r for r in self.of(token) if r.flags & 64 and r.method == "POST"), None))
+        return (reply.json.get("data") or reply.json)["content"]
+
+    async def job(self, job_id: int):
+        async with self.bot.sessionmaker() as session:
+            return await repo.get_job(session, job_id=job_id)
+
+
+@pytest.fixture
+async def fake_discord():
+    server = FakeDiscord()
+    await server.start()
+    original = Route.BASE
+    Route.BASE = f"{server.base_url}/api/v10"
+    try:
+        yield server
+    finally:
+        Route.BASE = original
+        await server.close()
+
+
+@pytest.fixture
+async def harness(fake_discord, engine, tmp_path, caplog):
+    """A logged-in bot (setup_hook done, READY and GUILD_CREATE seen) on a fresh database.
+
+    The test fails if anything logs an error: discord.py swallows exceptions in
+    handlers and only logs them."""
+    caplog.set_level(logging.INFO)
+    settings = replace(
+        load_settings(ROOT / "config.toml"),
+        storage=StorageSettings(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", tmp_path / "images"),
+        discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=0.0),
+    )
+    bot = ImagineBot(settings, engine=engine, guild_ready_timeout=0.01)
+    try:
+        await bot.login("fake-token")
+        bot._connection.parsers["READY"](ready_payload())
+        bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
+        yield Harness(bot, fake_discord)
+    finally:
+        await bot.close()
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
