@@ -87,3 +87,33 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s)", self.user, self.user.id if self.user else "?")
+
+
+class CommandSync(ImagineBot):
+    """`python -m bot sync`: log in, register the slash commands with Discord, leave.
+
+    Syncing is rate-limited by Discord, so the bot does not do it on every start. Only
+    the command definitions are needed: no database, no engine."""
+
+    def __init__(self, settings: Settings, guild_id: int | None) -> None:
+        super().__init__(settings)
+        self.guild_id = guild_id
+        self.synced: list[str] = []
+
+    async def setup_hook(self) -> None:
+        for extension in INITIAL_EXTENSIONS:
+            await self.load_extension(extension)
+        guild = discord.Object(self.guild_id) if self.guild_id is not None else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)  # guild commands show up at once, global ones in up to an hour
+        self.synced = [command.name for command in await self.tree.sync(guild=guild)]
+
+
+async def sync_commands(settings: Settings, token: str, guild_id: int | None) -> list[str]:
+    """Register the commands (globally, or to one guild for testing); the names synced."""
+    bot = CommandSync(settings, guild_id)
+    try:
+        await bot.login(token)
+    finally:
+        await bot.close()
+    return bot.synced

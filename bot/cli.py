@@ -64,6 +64,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import discord
+
+    from bot.bot import sync_commands
+
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        print(f"{TOKEN_ENV} is not set: run `export {TOKEN_ENV}=<your bot token>` and sync again.", file=sys.stderr)
+        return EXIT_USAGE
+    settings = load_settings()
+    guild_id = args.guild if args.guild is not None else None if args.everywhere else settings.discord.sync_guild_id
+    try:
+        names = asyncio.run(sync_commands(settings, token, guild_id))
+    except discord.LoginFailure:
+        print(f"Discord refused the token in {TOKEN_ENV}: copy it again from the developer portal.", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, discord.HTTPException) as error:
+        print(f"could not sync the commands ({type(error).__name__}: {error})", file=sys.stderr)
+        return 1
+    where = f"to server {guild_id} (available at once)" if guild_id else "globally (may take up to an hour to show)"
+    print(f"synced {len(names)} commands {where}: {', '.join('/' + name for name in sorted(names))}")
+    return 0
+
+
 def _load_requests(prompt: str, settings) -> list:
     """Parse and validate like the bot does; PromptError on bad input."""
     from generation.catalog import list_loras
@@ -207,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help=f"start the Discord bot (token from ${TOKEN_ENV})")
     run.set_defaults(handler=_cmd_run)
+
+    sync = commands.add_parser("sync", help="register the slash commands with Discord (after adding or changing "
+                                           "commands; not needed on every start)")
+    where = sync.add_mutually_exclusive_group()
+    where.add_argument("--guild", type=int, metavar="ID",
+                       help="only this server, shown at once (default: [discord] sync_guild_id in config.toml)")
+    where.add_argument("--everywhere", action="store_true", help="globally, even when sync_guild_id is set")
+    sync.set_defaults(handler=_cmd_sync)
 
     parse = commands.add_parser("parse", help="show how a prompt is understood, as JSON")
     parse.add_argument("prompt", help='for example "a lighthouse at dusk --ar 16:9 --no fog"')

@@ -57,6 +57,9 @@ class JobRunner:
         self._durations: deque[float] = deque(maxlen=20)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        # what the last start-up found in the job table, for whoever tells the owners
+        self.recovered: list[int] = []
+        self.given_up: list[int] = []
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -88,9 +91,11 @@ class JobRunner:
                         await repo.fail_job(session, job_id=job.id, error=(
                             f"the bot stopped {job.attempts} times while this job was running; it was given up"))
                         log.warning("job %s given up after %s attempts", job.id, job.attempts)
+                        self.given_up.append(job.id)
                         continue
                     await repo.requeue_job(session, job_id=job.id)
                 requeue.append((job.id, job.user_id, job.mode.value))
+        self.recovered = [job_id for job_id, _, _ in requeue]
         self.scheduler.add_many(requeue, enforce_caps=False)
         if requeue:
             log.info("requeued %d unfinished jobs", len(requeue))

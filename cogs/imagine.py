@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -67,6 +67,11 @@ class Imagine(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(JobButton)
+        jobs = getattr(self.bot, "jobs", None)  # absent when the bot only syncs commands
+        for job_id in jobs.recovered if jobs else ():
+            self._track(self.deliver_recovered(job_id), job_id)
+        for job_id in jobs.given_up if jobs else ():
+            self._track(self.tell_given_up(job_id), job_id)
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(JobButton)
@@ -138,7 +143,7 @@ class Imagine(commands.Cog):
         async with self.bot.sessionmaker() as session:
             jobs = [await repo.get_job(session, job_id=job_id) for job_id in job_ids]
         for number, job in enumerate(jobs):
-            message = JobMessage(interaction, channel_id=interaction.channel_id or 0, original=number == 0,
+            message = JobMessage(self.bot, interaction.channel_id or 0, interaction, original=number == 0,
                                  min_interval=self.bot.settings.discord.progress_edit_seconds)
             waiting = self.waiting_text(job.id)
             if number == 0:
@@ -150,9 +155,41 @@ class Imagine(commands.Cog):
             if message.message_id is not None:
                 async with self.bot.sessionmaker.begin() as session:
                     await repo.set_job_message(session, job_id=job.id, message_id=message.message_id)
-            task = asyncio.create_task(self.deliver(job, message, events[job.id]), name=f"deliver-{job.id}")
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+            self._track(self.deliver(job, message, events[job.id]), job.id)
+
+    def _track(self, work: Coroutine[Any, Any, None], job_id: int) -> None:
+        task = asyncio.create_task(work, name=f"deliver-{job_id}")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def deliver_recovered(self, job_id: int) -> None:
+        """A job queued or running when the bot stopped: its interaction is gone, so its
+        message is edited and its result posted through the channel."""
+        events = self.bot.jobs.events(job_id)  # listening before reading its state
+        async with self.bot.sessionmaker() as session:
+            job = await repo.get_job(session, job_id=job_id)
+        if job is None or job.channel_id is None:
+            return
+        message = JobMessage(self.bot, job.channel_id, message_id=job.message_id, original=False,
+                             min_interval=self.bot.settings.discord.progress_edit_seconds)
+        if job.state in (JobState.QUEUED, JobState.RUNNING):
+            await message.edit(content=headline(job, self.waiting_text(job_id)))
+            await self.deliver(job, message, events)
+        else:
+            await self.finish(job, message, JobFinished(job.id, job.state, job.error))
+
+    async def tell_given_up(self, job_id: int) -> None:
+        """A job the bot stopped on too many times: its owner hears why, where they asked."""
+        async with self.bot.sessionmaker() as session:
+            job = await repo.get_job(session, job_id=job_id)
+        if job is None or job.channel_id is None:
+            return
+        message = JobMessage(self.bot, job.channel_id, message_id=job.message_id, original=False)
+        await message.edit(content=f"{headline(job, 'failed')}\n❌ {job.error} (job {job.id})")
+        if message.gone or message.message_id is None:
+            await self.bot.get_partial_messageable(job.channel_id).send(
+                f"<@{job.user_id}> ❌ your job {job.id} (**{job.prompt}**) was given up: {job.error}",
+                allowed_mentions=ALLOWED_MENTIONS)
 
     def waiting_text(self, job_id: int) -> str:
         position = self.bot.jobs.position(job_id)
@@ -172,7 +209,7 @@ class Imagine(commands.Cog):
                     fields: dict = {"content": headline(job, f"{event.progress.percent}%")}
                     if event.progress.preview is not None:
                         fields["attachments"] = [encode_for_upload(event.progress.preview, "preview",
-                                                                   message.interaction.filesize_limit)]
+                                                                   message.size_limit)]
                     await message.edit(**fields)
                 elif isinstance(event, JobFinished):
                     await self.finish(job, message, event)
@@ -189,7 +226,7 @@ class Imagine(commands.Cog):
         async with self.bot.sessionmaker() as session:
             done = await repo.get_job(session, job_id=job.id)
         images = await load_images([image.path for image in done.images])
-        limit = message.interaction.filesize_limit
+        limit = message.size_limit
         if len(images) == 1:
             file = await asyncio.to_thread(encode_for_upload, images[0], f"job-{job.id}", limit)
             view = single_view(job.id, 0)

@@ -44,12 +44,19 @@ def encode_for_upload(image: Image.Image, name: str, size_limit: int) -> discord
     return discord.File(buffer, filename=f"{name}.webp")
 
 
+DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's upload limit on a server without boosts
+
+
 @dataclass
 class JobMessage:
-    """One message that shows a job's state; knows which way it can still be edited."""
+    """One message that shows a job's state; knows which way it can still be edited.
 
-    interaction: discord.Interaction
+    With an interaction, its webhook is used while the token lives; without one (a job
+    recovered after a restart) or after 15 minutes, the bot's own channel access."""
+
+    client: discord.Client
     channel_id: int
+    interaction: discord.Interaction | None = None
     message_id: int | None = None  # None until known: the interaction's original response
     original: bool = True  # the interaction's own response (else a followup)
     min_interval: float = 3.0
@@ -58,7 +65,19 @@ class JobMessage:
 
     @property
     def token_valid(self) -> bool:
-        return discord.utils.utcnow() - self.interaction.created_at < TOKEN_LIFETIME
+        return (self.interaction is not None
+                and discord.utils.utcnow() - self.interaction.created_at < TOKEN_LIFETIME)
+
+    @property
+    def size_limit(self) -> int:
+        if self.interaction is not None:
+            return self.interaction.filesize_limit
+        channel = self.client.get_channel(self.channel_id)
+        guild = getattr(channel, "guild", None)
+        return guild.filesize_limit if guild is not None else DEFAULT_SIZE_LIMIT
+
+    def _channel(self) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(self.channel_id)
 
     def due(self) -> bool:
         """Whether a throttled edit may go out now."""
@@ -76,8 +95,7 @@ class JobMessage:
             elif self.token_valid and self.message_id is not None:
                 await self.interaction.followup.edit_message(self.message_id, **fields)
             elif self.message_id is not None:
-                channel = self.interaction.client.get_partial_messageable(self.channel_id)
-                await channel.get_partial_message(self.message_id).edit(**fields)
+                await self._channel().get_partial_message(self.message_id).edit(**fields)
         except discord.NotFound:
             log.info("message for channel %s was deleted; no more updates", self.channel_id)
             self.gone = True
@@ -91,8 +109,7 @@ class JobMessage:
             elif self.token_valid and self.message_id is not None:
                 await self.interaction.followup.delete_message(self.message_id)
             elif self.message_id is not None:
-                channel = self.interaction.client.get_partial_messageable(self.channel_id)
-                await channel.get_partial_message(self.message_id).delete()
+                await self._channel().get_partial_message(self.message_id).delete()
         except discord.NotFound:
             pass
         self.gone = True
@@ -101,11 +118,10 @@ class JobMessage:
         """A new message (so its owner is notified), then the progress message goes away."""
         try:
             if self.token_valid:
-                message = await self.interaction.followup.send(wait=True, allowed_mentions=ALLOWED_MENTIONS,
-                                                               **fields)
+                message = await self.interaction.followup.send(
+                    wait=True, allowed_mentions=ALLOWED_MENTIONS, **fields)
             else:
-                channel = self.interaction.client.get_partial_messageable(self.channel_id)
-                message = await channel.send(allowed_mentions=ALLOWED_MENTIONS, **fields)
+                message = await self._channel().send(allowed_mentions=ALLOWED_MENTIONS, **fields)
         except discord.NotFound:  # the channel is gone: nobody to deliver to
             log.info("channel %s is gone; result not posted", self.channel_id)
             return None

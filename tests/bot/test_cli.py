@@ -75,6 +75,15 @@ def test_run_with_a_token_that_cannot_log_in_fails_in_one_line():
     assert result.stderr.strip().splitlines()[-1].startswith(("could not reach Discord", "Discord refused the token"))
 
 
+def test_sync_without_a_token_or_a_route_to_discord_fails_in_one_line():
+    result = run_bot("sync")
+    assert result.returncode == 2 and "export DISCORD_TOKEN=" in result.stderr
+    result = run_bot("sync", "--guild", "123", env={"DISCORD_TOKEN": "not-a-real-token"})
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr and "not-a-real-token" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(("could not sync", "Discord refused the token"))
+
+
 def test_a_bad_config_is_reported_not_raised(tmp_path):
     bad = tmp_path / "config.toml"
     bad.write_text("[limits]\nmax_jobs_per_prompt = -1\n")

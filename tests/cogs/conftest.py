@@ -74,8 +74,9 @@ async def fake_discord():
 
 
 @pytest.fixture
-async def harness(fake_discord, engine, tmp_path, caplog):
-    """A logged-in bot (setup_hook done, READY and GUILD_CREATE seen) on a fresh database.
+async def start_bot(fake_discord, engine, tmp_path, caplog):
+    """Start a logged-in bot (setup_hook done, READY and GUILD_CREATE seen) on this test's
+    database and image folder; call it again after `stop()` to restart on the same data.
 
     The test fails if anything logs an error: discord.py swallows exceptions in
     handlers and only logs them."""
@@ -85,13 +86,24 @@ async def harness(fake_discord, engine, tmp_path, caplog):
         storage=StorageSettings(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", tmp_path / "images"),
         discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=0.0),
     )
-    bot = ImagineBot(settings, engine=engine, guild_ready_timeout=0.01)
-    try:
+    running: list[ImagineBot] = []
+
+    async def start() -> Harness:
+        bot = ImagineBot(settings, engine=engine, guild_ready_timeout=0.01)
+        running.append(bot)
         await bot.login("fake-token")
         bot._connection.parsers["READY"](ready_payload())
         bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
-        yield Harness(bot, fake_discord)
-    finally:
-        await bot.close()
+        return Harness(bot, fake_discord)
+
+    yield start
+    for bot in running:
+        if not bot.is_closed():
+            await bot.close()
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
+
+
+@pytest.fixture
+async def harness(start_bot) -> Harness:
+    return await start_bot()

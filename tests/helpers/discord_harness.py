@@ -174,8 +174,11 @@ class FakeDiscord:
         if record.path == "/users/@me/channels":
             recipient = user_payload(int(record.json["recipient_id"]))
             return self._json({"id": snowflake(), "type": 1, "recipients": [recipient], "last_message_id": None})
-        if parts[0] == "applications" and "commands" in parts:
-            return self._json(record.json if isinstance(record.json, list) else [])
+        if parts[0] == "applications" and parts[-1] == "commands" and method == "PUT":  # a sync
+            guild = parts[3] if "guilds" in parts else None
+            return self._json([{**command, "id": snowflake(), "application_id": str(APPLICATION_ID), "version": "1",
+                                "guild_id": guild, "default_member_permissions": None, "dm_permission": True,
+                                "nsfw": False} for command in record.json])
         return self._json({"message": f"fake Discord does not know {method} {record.path}", "code": 0}, status=404)
 
     def _message(self, record: Recorded, channel_id: str, message_id: str | None = None) -> dict[str, Any]:
