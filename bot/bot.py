@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
-INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.imagine",)
+INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.queue", "cogs.reactions")
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -68,6 +69,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store))
         await self.jobs.start()
         self.http_session = aiohttp.ClientSession()
+        self.tree.on_error = self.on_app_command_error
         for extension in INITIAL_EXTENSIONS:
             try:
                 await self.load_extension(extension)
@@ -87,6 +89,17 @@ class ImagineBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s)", self.user, self.user.id if self.user else "?")
+
+    async def on_app_command_error(self, interaction: discord.Interaction,
+                                   error: app_commands.AppCommandError) -> None:
+        """Anything a command did not expect: logged with its traceback, a short private word to the user."""
+        name = interaction.command.name if interaction.command else "?"
+        log.error("/%s failed for user %s", name, interaction.user.id, exc_info=error)
+        text = f"❌ Something went wrong with /{name} on our side; it has been logged. Try again in a moment."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
 
 
 class CommandSync(ImagineBot):

@@ -157,6 +157,29 @@ class Imagine(commands.Cog):
                     await repo.set_job_message(session, job_id=job.id, message_id=message.message_id)
             self._track(self.deliver(job, message, events[job.id]), job.id)
 
+    async def start_jobs_in_channel(self, user_id: int, channel_id: int, guild_id: int | None,
+                                    new_jobs: list[NewJob]) -> None:
+        """Jobs asked for without an interaction (a 🔄 reaction): messages go through the channel,
+        and a refusal is a short message there that goes away by itself."""
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
+        mode = await self.mode_for(user_id, None)
+        try:
+            job_ids = await self.bot.jobs.submit(user_id=user_id, mode=mode, jobs=new_jobs, guild_id=guild_id,
+                                                 channel_id=channel_id)
+        except QueueFull as error:
+            await channel.send(f"<@{user_id}> ❌ {error}", delete_after=30, allowed_mentions=ALLOWED_MENTIONS)
+            return
+        for job_id in job_ids:
+            events = self.bot.jobs.events(job_id)
+            async with self.bot.sessionmaker() as session:
+                job = await repo.get_job(session, job_id=job_id)
+            sent = await channel.send(headline(job, self.waiting_text(job_id)), allowed_mentions=ALLOWED_MENTIONS)
+            async with self.bot.sessionmaker.begin() as session:
+                await repo.set_job_message(session, job_id=job_id, message_id=sent.id)
+            message = JobMessage(self.bot, channel_id, message_id=sent.id, original=False,
+                                 min_interval=self.bot.settings.discord.progress_edit_seconds)
+            self._track(self.deliver(job, message, events), job_id)
+
     def _track(self, work: Coroutine[Any, Any, None], job_id: int) -> None:
         task = asyncio.create_task(work, name=f"deliver-{job_id}")
         self._deliveries.add(task)
@@ -287,18 +310,6 @@ class Imagine(commands.Cog):
         await interaction.followup.send(
             f"**{parent.prompt}** - Image #{index + 1} <@{interaction.user.id}>", file=file,
             view=single_view(parent.id, index), allowed_mentions=ALLOWED_MENTIONS)
-
-    # --- errors ------------------------------------------------------------------
-
-    async def cog_app_command_error(self, interaction: discord.Interaction,
-                                    error: app_commands.AppCommandError) -> None:
-        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
-        text = "❌ Something went wrong on our side; it has been logged. Try again in a moment."
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-
 
 async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(Imagine(bot))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -178,3 +178,45 @@ async def list_favourites(session: AsyncSession, *, user_id: int, limit: int = 2
     query = (select(Image).join(Favourite, Favourite.image_id == Image.id).where(Favourite.user_id == user_id)
              .order_by(Favourite.created_at.desc(), Image.id.desc()).limit(limit).offset(offset))
     return list(await session.scalars(query))
+
+
+USER_SETTINGS = frozenset({"default_mode", "default_suffix", "variability", "remix"})
+
+
+async def set_user_settings(session: AsyncSession, *, user_id: int, **changes: Any) -> User:
+    """Change some of a user's /settings (default_mode, default_suffix, variability, remix)."""
+    unknown = set(changes) - USER_SETTINGS
+    if unknown:
+        raise ValueError(f"not user settings: {sorted(unknown)}")
+    user = await ensure_user(session, user_id=user_id)
+    for name, value in changes.items():
+        setattr(user, name, value)
+    await session.flush()
+    return user
+
+
+async def get_job_by_message(session: AsyncSession, *, message_id: int) -> Job | None:
+    """The job a Discord message shows (its progress or its result), with its images."""
+    return await session.scalar(select(Job).where(Job.message_id == message_id).options(selectinload(Job.images)))
+
+
+async def list_unfinished_jobs_of(session: AsyncSession, *, user_id: int) -> list[Job]:
+    """A user's queued and running jobs, oldest first (what /info and /cancel show)."""
+    query = select(Job).where(Job.user_id == user_id, Job.state.in_(UNFINISHED)).order_by(Job.id)
+    return list(await session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Usage:
+    jobs_done: int
+    images: int
+    generation_seconds: float
+
+
+async def usage_of(session: AsyncSession, *, user_id: int) -> Usage:
+    """What a user has made so far: finished jobs, their pictures, and the time they took."""
+    done = list(await session.scalars(select(Job).where(Job.user_id == user_id, Job.state == JobState.DONE)))
+    images = await session.scalar(select(func.count(Image.id)).join(Job).where(Job.user_id == user_id)) or 0
+    seconds = sum((job.finished_at - job.started_at).total_seconds() for job in done
+                  if job.started_at is not None and job.finished_at is not None)
+    return Usage(len(done), images, seconds)

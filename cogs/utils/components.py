@@ -8,6 +8,7 @@ button on a week-old message still works after a restart.
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,9 @@ import discord
 
 if TYPE_CHECKING:
     from cogs.imagine import Imagine
+
+
+log = logging.getLogger(__name__)
 
 
 class Action(enum.StrEnum):
@@ -52,7 +56,15 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button],
             await interaction.response.send_message("This button no longer works: run /imagine again.",
                                                     ephemeral=True)
             return
-        await cog.on_job_button(interaction, self.action, self.job_id, self.index)
+        try:
+            await cog.on_job_button(interaction, self.action, self.job_id, self.index)
+        except Exception:
+            log.exception("button %s on job %s failed", self.action.value, self.job_id)
+            text = f"❌ Something went wrong on our side (job {self.job_id}); it has been logged. Try again."
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
 
 
 def grid_view(job_id: int, count: int = 4) -> discord.ui.View:

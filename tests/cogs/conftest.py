@@ -15,6 +15,7 @@ from helpers.discord_harness import (
     command_payload,
     component_payload,
     guild_create_payload,
+    reaction_payload,
     ready_payload,
 )
 
@@ -30,9 +31,9 @@ class Harness:
     bot: ImagineBot
     discord: FakeDiscord
 
-    def command(self, name: str, user_id: int, **options: Any) -> str:
+    def command(self, name: str, user_id: int, option_types: dict[str, int] | None = None, **options: Any) -> str:
         """Run a slash command as `user_id`; returns the interaction token (its requests' key)."""
-        payload = command_payload(name, options, user_id)
+        payload = command_payload(name, options, user_id, option_types=option_types)
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
 
@@ -40,6 +41,14 @@ class Harness:
         payload = component_payload(self.discord.messages[message_id], custom_id, user_id)
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
+
+    def react(self, message_id: str, emoji: str, user_id: int, *, moderator: bool = False) -> None:
+        self.bot._connection.parsers["MESSAGE_REACTION_ADD"](
+            reaction_payload(message_id, emoji, user_id, moderator=moderator))
+
+    def message_of_job(self, job_id: int) -> str:
+        """The id of the message that carries a job's buttons."""
+        return next(i for i, m in self.discord.messages.items() if f":{job_id}:0" in str(m["components"]))
 
     def of(self, token: str) -> list[Recorded]:
         """Every request made for one interaction (its callback and its webhook calls)."""
@@ -50,9 +59,13 @@ class Harness:
         return await self.discord.wait_for(lambda: next(
             (r for r in self.of(token) if r.method == "POST" and r.path.endswith(token) and r.files), None), timeout)
 
-    async def ephemeral_reply(self, token: str) -> str:
-        reply = await self.discord.wait_for(lambda: next(
+    async def ephemeral_reply(self, token: str) -> Recorded:
+        """The private answer to an interaction (its callback, or a followup)."""
+        return await self.discord.wait_for(lambda: next(
             (r for r in self.of(token) if r.flags & 64 and r.method == "POST"), None))
+
+    async def ephemeral_text(self, token: str) -> str:
+        reply = await self.ephemeral_reply(token)
         return (reply.json.get("data") or reply.json)["content"]
 
     async def job(self, job_id: int):

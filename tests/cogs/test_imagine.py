@@ -71,10 +71,10 @@ async def test_buttons_pick_one_picture_and_start_jobs_for_whoever_presses_them(
 
 async def test_bad_prompts_get_a_short_private_answer_and_nothing_is_queued(harness):
     token = harness.command("imagine", OWNER, prompt="a red circle --ar 16:")
-    reply = await harness.ephemeral_reply(token)
+    reply = await harness.ephemeral_text(token)
     assert reply.startswith("❌ ") and "--ar" in reply
     token = harness.command("imagine", OWNER, prompt="a red circle <lora:nosuch:1>")
-    reply = await harness.ephemeral_reply(token)
+    reply = await harness.ephemeral_text(token)
     assert "nosuch" in reply and "niji" in reply  # names the LoRAs that exist
     async with harness.bot.sessionmaker() as session:
         from storage import repository as repo

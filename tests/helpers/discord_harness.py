@@ -31,6 +31,8 @@ APPLICATION_ID = 900_000_000_000_000_001
 BOT_USER_ID = APPLICATION_ID
 GUILD_ID = 800_000_000_000_000_001
 CHANNEL_ID = 800_000_000_000_000_002
+MODERATOR_ROLE_ID = 800_000_000_000_000_003
+MANAGE_MESSAGES = 0x2000
 SIZE_LIMIT = 10 * 1024 * 1024
 DISCORD_EPOCH_MS = 1_420_070_400_000
 _increments = itertools.count()
@@ -46,8 +48,9 @@ def user_payload(user_id: int, name: str | None = None, *, bot: bool = False) ->
             "global_name": None, "avatar": None, "bot": bot}
 
 
-def member_payload(user_id: int, *, permissions: int = 0) -> dict[str, Any]:
-    return {"user": user_payload(user_id), "roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False,
+def member_payload(user_id: int, *, permissions: int = 0, moderator: bool = False) -> dict[str, Any]:
+    roles = [str(MODERATOR_ROLE_ID)] if moderator else []
+    return {"user": user_payload(user_id), "roles": roles, "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False,
             "mute": False, "flags": 0, "permissions": str(permissions)}
 
 
@@ -263,7 +266,9 @@ def guild_create_payload() -> dict[str, Any]:
     return {"id": str(GUILD_ID), "name": "Test server", "icon": None, "owner_id": "1", "unavailable": False,
             "member_count": 3, "large": False, "features": [], "premium_tier": 0, "roles": [
                 {"id": str(GUILD_ID), "name": "@everyone", "permissions": str(0x4_0000_0000 | 0x800 | 0x400),
-                 "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False}],
+                 "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False},
+                {"id": str(MODERATOR_ROLE_ID), "name": "Moderator", "permissions": str(MANAGE_MESSAGES),
+                 "position": 1, "color": 0, "hoist": False, "managed": False, "mentionable": False}],
             "channels": [{"id": str(CHANNEL_ID), "type": 0, "name": "imagine", "position": 0,
                           "permission_overwrites": [], "guild_id": str(GUILD_ID)}],
             "members": [], "voice_states": [], "presences": [], "emojis": [], "stickers": [], "threads": [],
@@ -300,3 +305,10 @@ def component_payload(message: dict[str, Any], custom_id: str, user_id: int, *, 
     payload["message"] = message
     payload["data"] = {"custom_id": custom_id, "component_type": 2}
     return payload
+
+
+def reaction_payload(message_id: str, emoji: str, user_id: int, *, moderator: bool = False) -> dict[str, Any]:
+    """MESSAGE_REACTION_ADD: `user_id` (a moderator: may manage messages) reacts with a unicode `emoji`."""
+    return {"user_id": str(user_id), "channel_id": str(CHANNEL_ID), "message_id": message_id,
+            "guild_id": str(GUILD_ID), "member": member_payload(user_id, moderator=moderator),
+            "emoji": {"id": None, "name": emoji}, "type": 0, "burst": False, "burst_colors": []}

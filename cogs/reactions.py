@@ -1,0 +1,102 @@
+"""Reactions on the bot's messages, as on Midjourney: ✉️ ❌ ❤️ 🔄.
+
+✉️ sends the reactor the job's full parameters in a DM; ❌ by the owner (or someone
+who may manage messages there) cancels a job still in the queue or deletes the result
+(the pictures stay in the store and in /history); ❤️ adds the pictures to the
+reactor's favourites; 🔄 rerolls the prompt as a new job of the reactor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from storage import repository as repo
+from storage.images import read_parameters
+from storage.job_requests import reroll_job
+from storage.models import Job, JobState
+
+if TYPE_CHECKING:
+    from bot.bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+ENVELOPE, CROSS, HEART, REROLL = "✉", "❌", "❤", "🔄"  # compared without the emoji variation selector
+
+
+class Reactions(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        if self.bot.user is not None and payload.user_id == self.bot.user.id:
+            return
+        emoji = str(payload.emoji).replace("\ufe0f", "")
+        if emoji not in (ENVELOPE, CROSS, HEART, REROLL):
+            return
+        async with self.bot.sessionmaker() as session:
+            job = await repo.get_job_by_message(session, message_id=payload.message_id)
+        if job is None:  # not a message of ours, or one we no longer track
+            return
+        try:
+            if emoji == ENVELOPE:
+                await self.send_parameters(payload.user_id, job)
+            elif emoji == CROSS:
+                await self.cancel_or_delete(payload, job)
+            elif emoji == HEART:
+                await self.favourite(payload.user_id, job)
+            elif job.state == JobState.DONE:
+                imagine = self.bot.get_cog("Imagine")
+                await imagine.start_jobs_in_channel(payload.user_id, payload.channel_id, payload.guild_id,
+                                                    [reroll_job(job)])
+        except Exception:
+            log.exception("reaction %s on job %s by user %s failed", emoji, job.id, payload.user_id)
+
+    async def send_parameters(self, user_id: int, job: Job) -> None:
+        """✉️: everything needed to make the pictures again, privately."""
+        parameters = await asyncio.to_thread(read_parameters, job.images[0].path) if job.images else None
+        seeds = ", ".join(str(image.seed) for image in job.images) or str(job.seed)
+        lines = [f"**{job.prompt}**", f"Job ID: `{job.id}`", f"Seed: {job.seed} (pictures: {seeds})"]
+        if job.parent_id is not None:
+            lines.append(f"Made from job `{job.parent_id}`")
+        if parameters:
+            lines.append(f"```\n{parameters}\n```")
+        try:
+            dm = await self.bot.create_dm(discord.Object(user_id))
+            await dm.send("\n".join(lines))
+        except discord.Forbidden:
+            log.info("user %s does not take DMs; parameters of job %s not sent", user_id, job.id)
+
+    async def cancel_or_delete(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
+        """❌: only the owner, or a member who may manage messages in that channel."""
+        if payload.user_id != job.user_id and not self._may_manage_messages(payload):
+            return
+        if job.state in (JobState.QUEUED, JobState.RUNNING):
+            await self.bot.jobs.cancel(job.id)
+            return
+        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        with contextlib.suppress(discord.NotFound):
+            await channel.get_partial_message(payload.message_id).delete()
+
+    def _may_manage_messages(self, payload: discord.RawReactionActionEvent) -> bool:
+        member = payload.member
+        if member is None:
+            return False
+        channel = member.guild.get_channel(payload.channel_id)
+        permissions = channel.permissions_for(member) if channel is not None else member.guild_permissions
+        return permissions.manage_messages
+
+    async def favourite(self, user_id: int, job: Job) -> None:
+        async with self.bot.sessionmaker.begin() as session:
+            for image in job.images:
+                await repo.add_favourite(session, user_id=user_id, image_id=image.id)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(Reactions(bot))

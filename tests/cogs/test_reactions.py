@@ -1,0 +1,66 @@
+"""Reactions on a result: ✉️ parameters by DM, ❤️ favourites, ❌ delete, 🔄 reroll."""
+
+from __future__ import annotations
+
+import asyncio
+
+from helpers.discord_harness import CHANNEL_ID
+
+from storage import repository as repo
+from storage.models import JobKind, JobState
+
+OWNER, OTHER = 4242, 5151
+
+
+async def grid_of(harness, prompt: str) -> tuple[int, str]:
+    result = await harness.result(harness.command("imagine", OWNER, prompt=prompt))
+    job_id = int(result.custom_ids()[0].split(":")[2])
+    message_id = harness.message_of_job(job_id)
+    for _ in range(500):  # the bot records the message id once Discord has answered the post
+        if str((await harness.job(job_id)).message_id) == message_id:
+            return job_id, message_id
+        await asyncio.sleep(0.01)
+    raise AssertionError("the result message was never recorded")
+
+
+async def test_envelope_sends_the_parameters_by_dm_and_heart_favourites(harness):
+    job_id, message_id = await grid_of(harness, "a pink square --seed 21")
+    harness.react(message_id, "✉️", OTHER)
+    dm = await harness.discord.wait_for(lambda: [r for r in harness.discord.find("POST", "/channels/")
+                                                 if "Job ID" in (r.content or "")])
+    text = dm[0].content
+    assert dm[0].path != f"/channels/{CHANNEL_ID}/messages"  # a DM channel, not the server's
+    assert f"Job ID: `{job_id}`" in text and "Seed: 21 (pictures: 21, 22, 23, 24)" in text
+    assert "Steps: 20" in text and "Seed: 21" in text and "**a pink square --seed 21**" in text
+
+    harness.react(message_id, "❤️", OTHER)
+
+    async def favourites():
+        async with harness.bot.sessionmaker() as session:
+            return await repo.list_favourites(session, user_id=OTHER)
+    for _ in range(500):
+        if len(found := await favourites()) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(image.job_id for image in found) == [job_id] * 4
+
+
+async def test_cross_deletes_only_for_the_owner_or_a_moderator_and_keeps_the_pictures(harness):
+    job_id, message_id = await grid_of(harness, "a cyan star")
+    harness.react(message_id, "❌", OTHER)  # a bystander: nothing happens
+    harness.react(message_id, "❌", OTHER + 1, moderator=True)  # a moderator: deleted
+    await harness.discord.wait_for(lambda: message_id in harness.discord.deleted)
+    assert len(harness.discord.find("DELETE", f"/channels/{CHANNEL_ID}/messages/{message_id}")) == 1
+    job = await harness.job(job_id)
+    assert job.state == JobState.DONE and len(job.images) == 4  # still in the store and in /history
+
+
+async def test_reroll_reaction_starts_a_job_for_the_reactor_in_the_channel(harness):
+    job_id, message_id = await grid_of(harness, "a white circle on black")
+    harness.react(message_id, "🔄", OTHER)
+    posted = await harness.discord.wait_for(lambda: [
+        r for r in harness.discord.find("POST", f"/channels/{CHANNEL_ID}/messages") if r.files])
+    assert posted[0].content == "**a white circle on black** - <@5151> (fast)"
+    new_id = int(posted[0].custom_ids()[0].split(":")[2])
+    job = await harness.job(new_id)
+    assert (job.kind, job.parent_id, job.user_id, job.state) == (JobKind.REROLL, job_id, OTHER, JobState.DONE)
