@@ -20,17 +20,18 @@ from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, encode_for_upload,
 from generation.catalog import list_loras
 from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
 from generation.imaging import make_grid
-from generation.prompt import GenerationRequest, PromptError, parse_prompt
+from generation.prompt import GenerationRequest, PromptError, apply_suffix, parse_prompt
 from generation.queue import QueueFull
 from generation.validation import validate_request
 from storage import repository as repo
 from storage.job_requests import (
     imagine_job,
+    remix,
     reroll_job,
     upscale_job,
     variation_job,
 )
-from storage.models import Job, JobKind, JobState, QueueMode
+from storage.models import Job, JobKind, JobState, QueueMode, User
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REMIXABLE = frozenset({Action.REROLL, Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
 MODE_NAMES = {QueueMode.FAST: "fast", QueueMode.RELAX: "relaxed", QueueMode.TURBO: "turbo"}
 
 
@@ -58,6 +60,20 @@ def headline(job: Job, status: str | None = None) -> str:
     """`**prompt** - @user (42%) (fast)`: the first line of every message about a job."""
     status_part = f" ({status})" if status else ""
     return f"**{job.prompt}** - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
+
+
+class RemixForm(discord.ui.Modal, title="Remix"):
+    """Remix mode: V, Vary and 🔄 first let the presser edit the prompt."""
+
+    prompt = discord.ui.TextInput(label="New prompt", style=discord.TextStyle.paragraph, max_length=4000)
+
+    def __init__(self, cog: Imagine, prompt: str, new_job: NewJob) -> None:
+        super().__init__(timeout=900)
+        self.cog, self.new_job = cog, new_job
+        self.prompt.default = prompt
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.start_remixed(interaction, self.new_job, self.prompt.value)
 
 
 class Imagine(commands.Cog):
@@ -83,8 +99,9 @@ class Imagine(commands.Cog):
     @app_commands.command(name="imagine", description="Make four pictures from a prompt")
     @app_commands.describe(prompt="What to draw, then --parameters: a lighthouse at dusk --ar 16:9 --no fog")
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
+        user = await self.user(interaction.user.id)
         try:
-            requests = self.read_prompt(prompt)
+            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix))
         except PromptError as error:
             await interaction.response.send_message(f"❌ {error}", ephemeral=True)
             return
@@ -93,7 +110,7 @@ class Imagine(commands.Cog):
                 "❌ Image prompts are not available on this bot yet: remove the image link and try again.",
                 ephemeral=True)
             return
-        mode = await self.mode_for(interaction.user.id, requests[0][0].params.mode)
+        mode = self.mode_for(user, requests[0][0].params.mode)
         new_jobs = [imagine_job(request.to_dict(), shown, request.params.seed) for request, shown in requests]
         await self.start_jobs(interaction, mode, new_jobs)
 
@@ -106,15 +123,16 @@ class Imagine(commands.Cog):
         return [(validate_request(request, settings.catalog, available_loras=loras), request.to_prompt())
                 for request in parse_prompt(prompt, settings.limits)]
 
-    async def mode_for(self, user_id: int, asked: str | None) -> QueueMode:
+    async def user(self, user_id: int) -> User:
+        """The user's row with their /settings (made on first use)."""
+        async with self.bot.sessionmaker.begin() as session:
+            return await repo.ensure_user(session, user_id=user_id)
+
+    def mode_for(self, user: User, asked: str | None) -> QueueMode:
         """--fast/--relax/--turbo in the prompt, else the user's default, else the server's."""
         if asked is not None:
             return QueueMode(asked)
-        async with self.bot.sessionmaker.begin() as session:
-            user = await repo.ensure_user(session, user_id=user_id)
-            if user.default_mode is not None:
-                return user.default_mode
-        return QueueMode(self.bot.settings.queue.default_mode)
+        return user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
 
     # --- starting jobs and following them ----------------------------------------
 
@@ -162,7 +180,7 @@ class Imagine(commands.Cog):
         """Jobs asked for without an interaction (a 🔄 reaction): messages go through the channel,
         and a refusal is a short message there that goes away by itself."""
         channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
-        mode = await self.mode_for(user_id, None)
+        mode = self.mode_for(await self.user(user_id), None)
         try:
             job_ids = await self.bot.jobs.submit(user_id=user_id, mode=mode, jobs=new_jobs, guild_id=guild_id,
                                                  channel_id=channel_id)
@@ -285,21 +303,37 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(
                 "❤️ Added to your favourites." if added else "❤️ Already in your favourites.", ephemeral=True)
             return
-        new_job = await self.job_for_button(interaction.user.id, action, parent, index or 0)
-        mode = await self.mode_for(interaction.user.id, None)
-        await self.start_jobs(interaction, mode, [new_job])
+        user = await self.user(interaction.user.id)
+        new_job = self.job_for_button(user, action, parent, index or 0)
+        if user.remix and action in REMIXABLE:
+            await interaction.response.send_modal(RemixForm(self, parent.prompt, new_job))
+            return
+        await self.start_jobs(interaction, self.mode_for(user, None), [new_job])
 
-    async def job_for_button(self, user_id: int, action: Action, parent: Job, index: int) -> NewJob:
+    def job_for_button(self, user: User, action: Action, parent: Job, index: int) -> NewJob:
         if action == Action.REROLL:
             return reroll_job(parent)
         if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
             return variation_job(parent, index, "subtle" if action == Action.VARY_SUBTLE else "strong")
         if action == Action.VARY:  # V1–V4 follow the presser's /settings
-            async with self.bot.sessionmaker.begin() as session:
-                user = await repo.ensure_user(session, user_id=user_id)
-                variability = user.variability.value
-            return variation_job(parent, index, variability)
+            return variation_job(parent, index, user.variability.value)
         return upscale_job(parent, index, "subtle" if action == Action.UPSCALE_SUBTLE else "creative")
+
+    async def start_remixed(self, interaction: discord.Interaction, new_job: NewJob, prompt: str) -> None:
+        """Remix mode: the job the button asked for, with the prompt as the user edited it."""
+        user = await self.user(interaction.user.id)
+        try:
+            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix))
+        except PromptError as error:
+            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            return
+        if len(requests) != 1 or requests[0][0].image_urls:
+            await interaction.response.send_message(
+                "❌ A remix takes one prompt: no {permutations}, --repeat or image links.", ephemeral=True)
+            return
+        request, shown = requests[0]
+        await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
+                              [remix(new_job, request.to_dict(), shown)])
 
     async def post_single(self, interaction: discord.Interaction, parent: Job, index: int) -> None:
         """U1–U4: the picture on its own, with the buttons that work on one picture."""

@@ -387,6 +387,47 @@ def _lookup(name: str) -> _Spec:
     raise PromptError(f"unknown parameter --{name}. Known parameters: {known}")
 
 
+# parameters that exclude each other: a prompt's own choice drops the suffix's rival
+_RIVALS = {"niji": {"version"}, "version": {"niji"}, "fast": {"relax", "turbo"}, "relax": {"fast", "turbo"},
+           "turbo": {"fast", "relax"}}
+
+
+def parameter_chunks(text: str) -> dict[str, str]:
+    """`--s 250 --style raw` -> {"stylize": "--s 250", "style": "--style raw"}, by canonical
+    name (aliases resolved); unknown names are kept under their own name for the parser to report."""
+    match = _PARAM_START.search(normalise_dashes(text))
+    if match is None:
+        return {}
+    text = normalise_dashes(text)[match.start():]
+    starts = [m.start() for m in _PARAM_START.finditer(text)] + [len(text)]
+    chunks: dict[str, str] = {}
+    for start, end in itertools.pairwise(starts):
+        chunk = " ".join(text[start:end].split())
+        name = chunk[2:].split(" ", 1)[0].lower()
+        spec = _BY_NAME.get(name)
+        chunks[spec.name if spec else name] = chunk
+    return chunks
+
+
+def apply_suffix(prompt: str, suffix: str) -> str:
+    """A user's default parameters (/settings) added to a prompt; the prompt's own win."""
+    own = parameter_chunks(prompt)
+    taken = set(own) | {rival for name in own for rival in _RIVALS.get(name, ())}
+    extra = [chunk for name, chunk in parameter_chunks(suffix).items() if name not in taken]
+    return " ".join([prompt.strip(), *extra]) if extra else prompt
+
+
+def with_parameter(suffix: str, name: str, chunk: str | None) -> str:
+    """A suffix with parameter `name` set to `chunk` (`--s 250`), or removed when None."""
+    chunks = parameter_chunks(suffix)
+    chunks.pop(name, None)
+    for rival in _RIVALS.get(name, ()) if chunk is not None else ():
+        chunks.pop(rival, None)
+    if chunk is not None:
+        chunks[name] = chunk
+    return " ".join(chunks.values())
+
+
 def _read_parameters(text: str, limits: PromptLimits) -> dict[str, Any]:
     """`--ar 16:9 --no fog, rain --tile` -> {"aspect": "16:9", "no": ("fog", "rain"), "tile": True}."""
     starts = [m.start() for m in _PARAM_START.finditer(text)] + [len(text)]

@@ -9,6 +9,7 @@ a restart makes the same pictures. The engine side reads these back in `bot/work
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from typing import Any
 
 from .models import Job, JobKind
@@ -45,6 +46,12 @@ def upscale_job(parent: Job, index: int, mode: str) -> NewJob:
     request = request_without_options(parent.request) | {"options": {"source_index": index, "upscale_mode": mode}}
     return NewJob(JobKind.UPSCALE, request, prompt=parent.prompt, seed=parent.images[index].seed,
                   parent_id=parent.id)
+
+
+def remix(job: NewJob, request: dict[str, Any], prompt: str) -> NewJob:
+    """The same job with the prompt the user edited in the Remix form (its options kept)."""
+    options = job.request.get("options")
+    return replace(job, request=request | ({"options": options} if options else {}), prompt=prompt)
 
 
 def request_without_options(request: dict[str, Any]) -> dict[str, Any]:

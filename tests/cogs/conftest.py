@@ -15,6 +15,7 @@ from helpers.discord_harness import (
     command_payload,
     component_payload,
     guild_create_payload,
+    modal_submit_payload,
     reaction_payload,
     ready_payload,
 )
@@ -37,10 +38,20 @@ class Harness:
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
 
-    def press(self, message_id: str, custom_id: str, user_id: int) -> str:
-        payload = component_payload(self.discord.messages[message_id], custom_id, user_id)
+    def press(self, message_id: str, custom_id: str, user_id: int, values: list[str] | None = None) -> str:
+        """Press a button (or choose `values` in a select) on a message the fake server holds."""
+        payload = component_payload(self.discord.messages[message_id], custom_id, user_id, values=values)
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
+
+    def submit_form(self, custom_id: str, fields: dict[str, str], user_id: int) -> str:
+        payload = modal_submit_payload(custom_id, fields, user_id)
+        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
+        return payload["token"]
+
+    def response_message(self, token: str) -> dict[str, Any]:
+        """The message an interaction's response created (as the fake server holds it now)."""
+        return self.discord.messages[self.discord.originals[token]]
 
     def react(self, message_id: str, emoji: str, user_id: int, *, moderator: bool = False) -> None:
         self.bot._connection.parsers["MESSAGE_REACTION_ADD"](

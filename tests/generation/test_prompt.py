@@ -16,7 +16,9 @@ from generation.prompt import (
     PromptError,
     PromptLimits,
     Segment,
+    apply_suffix,
     parse_prompt,
+    with_parameter,
 )
 
 
@@ -410,3 +412,28 @@ def test_seed_reproduces_the_same_request(text, seed, chaos, aspect, no):
     assert (job.params.seed, job.params.chaos, job.params.aspect) == (seed, chaos, aspect)
     assert [s.text for s in job.negative_segments] == no
     assert job.segments[0] == Segment(text, 1.0)
+
+
+# --- default parameters from /settings -----------------------------------------------
+
+
+@pytest.mark.parametrize("prompt, suffix, result", [
+    ("a cat", "--s 250 --style raw", "a cat --s 250 --style raw"),
+    ("a cat --stylize 50", "--s 250 --style raw", "a cat --stylize 50 --style raw"),  # aliases are the same
+    ("a cat —ar 2:3", "--ar 16:9", "a cat —ar 2:3"),  # phone dashes count as the prompt's own
+    ("a cat --niji", "--v builtin --s 250", "a cat --niji --s 250"),  # --niji and --v exclude each other
+    ("a {red, blue} cat", "--tile", "a {red, blue} cat --tile"),
+    ("a cat", "", "a cat"),
+])
+def test_a_users_default_parameters_apply_unless_the_prompt_sets_them(prompt, suffix, result):
+    assert apply_suffix(prompt, suffix) == result
+    parse_prompt(result)  # and the result is a valid prompt
+
+
+def test_settings_edit_one_parameter_of_the_suffix():
+    suffix = with_parameter("", "stylize", "--s 250")
+    suffix = with_parameter(suffix, "style", "--style raw")
+    assert suffix == "--s 250 --style raw"
+    assert with_parameter(suffix, "stylize", "--s 750") == "--style raw --s 750"
+    assert with_parameter(suffix, "style", None) == "--s 250"
+    assert with_parameter("--niji 6 --s 50", "version", "--v builtin") == "--s 50 --v builtin"

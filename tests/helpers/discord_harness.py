@@ -298,12 +298,23 @@ def command_payload(name: str, options: dict[str, Any], user_id: int, *, permiss
     return payload
 
 
-def component_payload(message: dict[str, Any], custom_id: str, user_id: int, *, permissions: int = 0
-                      ) -> dict[str, Any]:
-    """INTERACTION_CREATE for a button press on `message` (as the fake server holds it)."""
+def component_payload(message: dict[str, Any], custom_id: str, user_id: int, *, permissions: int = 0,
+                      values: list[str] | None = None) -> dict[str, Any]:
+    """INTERACTION_CREATE for a button press on `message` (as the fake server holds it), or for
+    a choice in a select menu when `values` are given."""
     payload = _interaction_base(3, user_id, permissions)
     payload["message"] = message
-    payload["data"] = {"custom_id": custom_id, "component_type": 2}
+    payload["data"] = {"custom_id": custom_id, "component_type": 2 if values is None else 3}
+    if values is not None:
+        payload["data"]["values"] = values
+    return payload
+
+
+def modal_submit_payload(custom_id: str, fields: dict[str, str], user_id: int) -> dict[str, Any]:
+    """INTERACTION_CREATE for a submitted form: `fields` maps each text input's custom_id to its text."""
+    payload = _interaction_base(5, user_id, 0)
+    payload["data"] = {"custom_id": custom_id, "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]} for key, value in fields.items()]}
     return payload
 
 
