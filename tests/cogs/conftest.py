@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,6 +83,15 @@ class Harness:
     async def job(self, job_id: int):
         async with self.bot.sessionmaker() as session:
             return await repo.get_job(session, job_id=job_id)
+
+    async def job_when(self, job_id: int, condition, timeout: float = 30.0):
+        """The job once `condition(job)` holds (the bot writes some things just after Discord answers)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition(job := await self.job(job_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"job {job_id} never reached the expected state")
+            await asyncio.sleep(0.01)
+        return job
 
 
 @pytest.fixture

@@ -16,11 +16,8 @@ async def grid_of(harness, prompt: str) -> tuple[int, str]:
     result = await harness.result(harness.command("imagine", OWNER, prompt=prompt))
     job_id = int(result.custom_ids()[0].split(":")[2])
     message_id = harness.message_of_job(job_id)
-    for _ in range(500):  # the bot records the message id once Discord has answered the post
-        if str((await harness.job(job_id)).message_id) == message_id:
-            return job_id, message_id
-        await asyncio.sleep(0.01)
-    raise AssertionError("the result message was never recorded")
+    await harness.job_when(job_id, lambda job: str(job.message_id) == message_id)  # reactions find it by id
+    return job_id, message_id
 
 
 async def test_envelope_sends_the_parameters_by_dm_and_heart_favourites(harness):

@@ -54,10 +54,10 @@ async def test_a_job_running_when_the_bot_died_is_finished_and_posted_in_its_cha
         (r for r in fake_discord.find("POST", f"/channels/{CHANNEL_ID}/messages") if r.files), None), timeout=120)
     assert posted.content == "**a red circle** - <@4242> (fast)"
     assert image_of(posted).size == (128, 128)
-    job = await harness.job(job_id)
+    job = await harness.job_when(job_id, lambda job: str(job.message_id) != progress_id)
     assert (job.state, job.attempts, [i.seed for i in job.images]) == (JobState.DONE, 2, [9, 10, 11, 12])
     assert progress_id in fake_discord.deleted  # the progress message made way for the result
-    assert str(job.message_id) in fake_discord.messages and str(job.message_id) != progress_id
+    assert fake_discord.messages[str(job.message_id)]["content"] == posted.content  # ❌ ✉️ 🔄 find it
 
 
 async def test_a_job_given_up_after_restarts_tells_its_owner_why(start_bot, fake_discord, tmp_path):
