@@ -15,11 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.components import Action, JobButton, grid_view, single_view
+from cogs.utils.components import Action, JobButton, single_view
 from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, encode_for_upload, load_images
+from cogs.utils.messages import headline, result_message
 from generation.catalog import list_loras
 from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
-from generation.imaging import make_grid
 from generation.prompt import GenerationRequest, PromptError, apply_suffix, parse_prompt
 from generation.queue import QueueFull
 from generation.validation import validate_request
@@ -31,7 +31,7 @@ from storage.job_requests import (
     upscale_job,
     variation_job,
 )
-from storage.models import Job, JobKind, JobState, QueueMode, User
+from storage.models import Job, JobState, QueueMode, User
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -40,26 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REMIXABLE = frozenset({Action.REROLL, Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
-MODE_NAMES = {QueueMode.FAST: "fast", QueueMode.RELAX: "relaxed", QueueMode.TURBO: "turbo"}
-
-
-
-
-def job_title(job: Job) -> str:
-    """What the job is, after the prompt: Midjourney's wording."""
-    options = job.request.get("options", {})
-    if job.kind == JobKind.VARIATION:
-        return f"Variations (Strong) by <@{job.user_id}>" if options.get("variability") == "strong" \
-            else f"Variations (Subtle) by <@{job.user_id}>"
-    if job.kind == JobKind.UPSCALE:
-        return f"Upscaled ({options.get('upscale_mode', 'subtle').title()}) by <@{job.user_id}>"
-    return f"<@{job.user_id}>"
-
-
-def headline(job: Job, status: str | None = None) -> str:
-    """`**prompt** - @user (42%) (fast)`: the first line of every message about a job."""
-    status_part = f" ({status})" if status else ""
-    return f"**{job.prompt}** - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
 
 
 class RemixForm(discord.ui.Modal, title="Remix"):
@@ -266,16 +246,7 @@ class Imagine(commands.Cog):
             return
         async with self.bot.sessionmaker() as session:
             done = await repo.get_job(session, job_id=job.id)
-        images = await load_images([image.path for image in done.images])
-        limit = message.size_limit
-        if len(images) == 1:
-            file = await asyncio.to_thread(encode_for_upload, images[0], f"job-{job.id}", limit)
-            view = single_view(job.id, 0)
-        else:
-            grid = await asyncio.to_thread(make_grid, images)
-            file = await asyncio.to_thread(encode_for_upload, grid, f"job-{job.id}", limit)
-            view = grid_view(job.id, len(images))
-        sent = await message.send_result(content=headline(done), file=file, view=view)
+        sent = await message.send_result(**await result_message(done, message.size_limit))
         if sent is not None:
             async with self.bot.sessionmaker.begin() as session:
                 await repo.set_job_message(session, job_id=job.id, message_id=sent.id)

@@ -1,0 +1,111 @@
+"""/history: your jobs, newest first, paged and filtered; any of them brought back with its
+buttons (Midjourney's /show), so work can go on from a picture made weeks ago."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.utils.delivery import ALLOWED_MENTIONS
+from cogs.utils.messages import result_message
+from storage import repository as repo
+from storage.models import Job, JobState
+
+if TYPE_CHECKING:
+    from bot.bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 5
+STATE_MARKS = {JobState.DONE: "", JobState.QUEUED: " · queued", JobState.RUNNING: " · running",
+               JobState.FAILED: " · failed", JobState.CANCELLED: " · cancelled"}
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def history_embed(jobs: list[Job], text: str | None, page: int) -> discord.Embed:
+    title = f"Your jobs matching “{text}”" if text else "Your jobs"
+    embed = discord.Embed(title=title, colour=discord.Colour.blurple())
+    if not jobs:
+        embed.description = "Nothing here yet." if page == 0 else "No more jobs."
+    for job in jobs:
+        created = job.created_at.replace(tzinfo=job.created_at.tzinfo or UTC)  # SQLite hands back naive UTC
+        when = discord.utils.format_dt(created, "R")
+        embed.add_field(name=f"`{job.id}` {job.kind.value}{STATE_MARKS[job.state]}", inline=False,
+                        value=f"{_shorten(job.prompt, 200)}\n{when}")
+    embed.set_footer(text=f"Page {page + 1}")
+    return embed
+
+
+class HistoryView(discord.ui.View):
+    def __init__(self, cog: History, user_id: int, text: str | None, page: int, jobs: list[Job],
+                 has_next: bool) -> None:
+        super().__init__(timeout=600)
+        self.cog, self.user_id, self.text, self.page = cog, user_id, text, page
+        self.previous_page.disabled = page == 0
+        self.next_page.disabled = not has_next
+        showable = [job for job in jobs if job.state == JobState.DONE and job.images]
+        self.show.options = [discord.SelectOption(label=f"{job.id}: {_shorten(job.prompt, 90)}", value=str(job.id))
+                             for job in showable] or [discord.SelectOption(label="nothing to show", value="0")]
+        self.show.disabled = not showable
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return interaction.user.id == self.user_id
+
+    async def _turn(self, interaction: discord.Interaction, page: int) -> None:
+        embed, view = await self.cog.page(self.user_id, self.text, page)
+        await interaction.response.edit_message(embed=embed, view=view)
+
+    @discord.ui.button(label="Previous", emoji="◀️", row=0)
+    async def previous_page(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, self.page - 1)
+
+    @discord.ui.button(label="Next", emoji="▶️", row=0)
+    async def next_page(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, self.page + 1)
+
+    @discord.ui.select(placeholder="Bring one back with its buttons", row=1)
+    async def show(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        await self.cog.show_job(interaction, int(select.values[0]))
+
+
+class History(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    async def page(self, user_id: int, text: str | None, page: int) -> tuple[discord.Embed, HistoryView]:
+        async with self.bot.sessionmaker() as session:
+            jobs = await repo.list_history(session, user_id=user_id, text=text, limit=PAGE_SIZE + 1,
+                                           offset=page * PAGE_SIZE)
+        shown, has_next = jobs[:PAGE_SIZE], len(jobs) > PAGE_SIZE
+        return history_embed(shown, text, page), HistoryView(self, user_id, text, page, shown, has_next)
+
+    @app_commands.command(name="history", description="Your jobs, newest first; bring any back with its buttons")
+    @app_commands.describe(text="Only jobs whose prompt contains this")
+    async def history(self, interaction: discord.Interaction, text: str | None = None) -> None:
+        embed, view = await self.page(interaction.user.id, text.strip() if text else None, 0)
+        await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
+
+    async def show_job(self, interaction: discord.Interaction, job_id: int) -> None:
+        """Post a finished job again, in this channel, with its buttons (which work like the first ones)."""
+        async with self.bot.sessionmaker() as session:
+            job = await repo.get_job(session, job_id=job_id)
+        if job is None or job.user_id != interaction.user.id or not job.images:
+            await interaction.response.send_message("❌ That job has no pictures to show.", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        message = await interaction.followup.send(wait=True, allowed_mentions=ALLOWED_MENTIONS,
+                                                  **await result_message(job, interaction.filesize_limit))
+        async with self.bot.sessionmaker.begin() as session:  # reactions on the new message work too
+            await repo.set_job_message(session, job_id=job.id, message_id=message.id)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(History(bot))

@@ -1,0 +1,42 @@
+"""The words and files of the messages about a job, the same wherever a job is shown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cogs.utils.components import grid_view, single_view
+from cogs.utils.delivery import encode_for_upload, load_images
+from generation.imaging import make_grid
+from storage.models import Job, JobKind, QueueMode
+
+MODE_NAMES = {QueueMode.FAST: "fast", QueueMode.RELAX: "relaxed", QueueMode.TURBO: "turbo"}
+
+
+def job_title(job: Job) -> str:
+    """What the job is, after the prompt: Midjourney's wording."""
+    options = job.request.get("options", {})
+    if job.kind == JobKind.VARIATION:
+        strength = "Strong" if options.get("variability") == "strong" else "Subtle"
+        return f"Variations ({strength}) by <@{job.user_id}>"
+    if job.kind == JobKind.UPSCALE:
+        return f"Upscaled ({options.get('upscale_mode', 'subtle').title()}) by <@{job.user_id}>"
+    return f"<@{job.user_id}>"
+
+
+def headline(job: Job, status: str | None = None) -> str:
+    """`**prompt** - @user (42%) (fast)`: the first line of every message about a job."""
+    status_part = f" ({status})" if status else ""
+    return f"**{job.prompt}** - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
+
+
+async def result_message(job: Job, size_limit: int) -> dict[str, Any]:
+    """content, file and buttons of a finished job: the grid with U/V/🔄, or one picture with its
+    own buttons. `job` must have its images loaded."""
+    images = await load_images([image.path for image in job.images])
+    if len(images) == 1:
+        picture, view = images[0], single_view(job.id, 0)
+    else:
+        picture, view = await asyncio.to_thread(make_grid, images), grid_view(job.id, len(images))
+    file = await asyncio.to_thread(encode_for_upload, picture, f"job-{job.id}", size_limit)
+    return {"content": headline(job), "file": file, "view": view}

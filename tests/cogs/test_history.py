@@ -1,0 +1,54 @@
+"""/history: newest first, paged, filtered; a job brought back works like the original."""
+
+from __future__ import annotations
+
+from helpers.discord_harness import image_of
+
+from storage import repository as repo
+from storage.models import JobKind, QueueMode
+
+OWNER = 4242
+
+
+def component(message: dict, label_or_placeholder: str) -> dict:
+    return next(c for row in message["components"] for c in row["components"]
+                if label_or_placeholder in (c.get("label"), c.get("placeholder")))
+
+
+async def test_history_pages_filters_and_brings_a_job_back(harness):
+    await harness.result(harness.command("imagine", OWNER, prompt="a yellow star --seed 3"))
+    async with harness.bot.sessionmaker.begin() as session:
+        for number in range(6):
+            job = await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=OWNER, mode=QueueMode.FAST,
+                                         request={"segments": [{"text": f"a cat {number}", "weight": 1}]},
+                                         prompt=f"a cat {number}", seed=number)
+            await repo.fail_job(session, job_id=job.id, error="for the test")
+
+    token = harness.command("history", OWNER)
+    reply = await harness.ephemeral_reply(token)
+    embed = reply.json["data"]["embeds"][0]
+    assert [field["name"] for field in embed["fields"]] == [f"`{n}` imagine · failed" for n in (7, 6, 5, 4, 3)]
+    assert embed["fields"][0]["value"].startswith("a cat 5\n<t:")
+    message = harness.response_message(token)
+    assert component(message, "Previous")["disabled"] and not component(message, "Next")["disabled"]
+    assert component(message, "Bring one back with its buttons")["disabled"]  # nothing finished on page 1
+
+    before = len(harness.discord.requests)
+    harness.press(message["id"], component(message, "Next")["custom_id"], OWNER)
+    turned = await harness.discord.wait_for(lambda: next(
+        (r for r in harness.discord.requests[before:] if r.path.endswith("/callback")), None))
+    page_two = turned.json["data"]
+    assert [field["name"] for field in page_two["embeds"][0]["fields"]] == ["`2` imagine · failed", "`1` imagine"]
+    assert page_two["embeds"][0]["footer"]["text"] == "Page 2"
+    select = component(page_two, "Bring one back with its buttons")
+    assert [option["value"] for option in select["options"]] == ["1"]
+
+    shown = await harness.result(harness.press(message["id"], select["custom_id"], OWNER, values=["1"]))
+    assert shown.content == "**a yellow star --seed 3** - <@4242> (fast)"
+    assert image_of(shown).size == (128, 128)
+    assert shown.custom_ids()[:5] == ["job:u:1:0", "job:u:1:1", "job:u:1:2", "job:u:1:3", "job:r:1"]
+
+    filtered = await harness.ephemeral_reply(harness.command("history", OWNER, text="STAR"))
+    assert [field["name"] for field in filtered.json["data"]["embeds"][0]["fields"]] == ["`1` imagine"]
+    nobody = await harness.ephemeral_reply(harness.command("history", 999))
+    assert nobody.json["data"]["embeds"][0]["description"] == "Nothing here yet."
