@@ -36,7 +36,8 @@ async def test_imagine_defers_shows_progress_then_posts_the_grid_with_buttons(ha
     assert grid.size == (128, 128)
     assert [dominant_colour(q) for q in quadrants(grid)].count("red") >= 3
     assert all(background_colour(q) == "white" for q in quadrants(grid))
-    assert calls[-1].method == "DELETE" and calls[-1].path.endswith("/messages/@original")  # progress gone
+    await harness.discord.wait_for(lambda: [  # the progress message makes way for the result
+        r for r in harness.of(token) if r.method == "DELETE" and r.path.endswith("/messages/@original")])
 
     job = await harness.job(job_id)
     assert (job.state, job.user_id, job.kind) == (JobState.DONE, OWNER, JobKind.IMAGINE)
