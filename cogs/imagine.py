@@ -129,7 +129,7 @@ class Imagine(commands.Cog):
         except QueueFull as error:
             await interaction.response.send_message(f"❌ {error}", ephemeral=True)
             return
-        await interaction.response.defer(thinking=True)
+        deferred = await interaction.response.defer(thinking=True)
         try:
             job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=mode, jobs=new_jobs,
                                                  guild_id=interaction.guild_id, channel_id=interaction.channel_id)
@@ -143,6 +143,8 @@ class Imagine(commands.Cog):
         for number, job in enumerate(jobs):
             message = JobMessage(self.bot, interaction.channel_id or 0, interaction, original=number == 0,
                                  min_interval=self.bot.settings.discord.progress_edit_seconds)
+            if number == 0 and deferred is not None:  # known now, so edits still work after the token expires
+                message.message_id = deferred.message_id
             waiting = self.waiting_text(job.id)
             if number == 0:
                 await message.edit(content=headline(job, waiting), allowed_mentions=ALLOWED_MENTIONS)

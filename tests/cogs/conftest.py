@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from discord.http import Route
 from helpers.discord_harness import (
+    SIZE_LIMIT,
     FakeDiscord,
     Recorded,
     command_payload,
@@ -33,9 +35,10 @@ class Harness:
     bot: ImagineBot
     discord: FakeDiscord
 
-    def command(self, name: str, user_id: int, option_types: dict[str, int] | None = None, **options: Any) -> str:
+    def command(self, name: str, user_id: int, option_types: dict[str, int] | None = None,
+                size_limit: int = SIZE_LIMIT, **options: Any) -> str:
         """Run a slash command as `user_id`; returns the interaction token (its requests' key)."""
-        payload = command_payload(name, options, user_id, option_types=option_types)
+        payload = command_payload(name, options, user_id, option_types=option_types, size_limit=size_limit)
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
 
@@ -118,12 +121,15 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
     settings = replace(
         load_settings(ROOT / "config.toml"),
         storage=StorageSettings(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", tmp_path / "images"),
-        discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=0.0),
     )
     running: list[ImagineBot] = []
+    expected_errors: list[str] = []
 
-    async def start() -> Harness:
-        bot = ImagineBot(settings, engine=engine, guild_ready_timeout=0.01)
+    async def start(*, progress_edit_seconds: float = 0.0, expect_errors: tuple[str, ...] = ()) -> Harness:
+        """`expect_errors`: texts of error logs the test provokes on purpose."""
+        expected_errors.extend(expect_errors)
+        discord_settings = DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_edit_seconds)
+        bot = ImagineBot(replace(settings, discord=discord_settings), engine=engine, guild_ready_timeout=0.01)
         running.append(bot)
         await bot.login("fake-token")
         bot._connection.parsers["READY"](ready_payload())
@@ -134,10 +140,30 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
     for bot in running:
         if not bot.is_closed():
             await bot.close()
-    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR
+              and not any(expected in r.getMessage() for expected in expected_errors)]
     assert not errors, errors
 
 
 @pytest.fixture
 async def harness(start_bot) -> Harness:
     return await start_bot()
+
+
+@pytest.fixture
+def gate(harness):
+    """Hold every job at its start until the test opens the gate (the queue fills up meanwhile)."""
+    opened = threading.Event()
+    make_work = harness.bot.jobs.make_work
+
+    def gated(job):
+        work = make_work(job)
+
+        def run(report, token):
+            opened.wait(timeout=120)
+            return work(report, token)
+        return run
+
+    harness.bot.jobs.make_work = gated
+    yield opened
+    opened.set()

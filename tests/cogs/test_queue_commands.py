@@ -2,33 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
-import pytest
-
 from storage import repository as repo
 from storage.models import JobState, QueueMode
 
 OWNER = 4242
-
-
-@pytest.fixture
-def gate(harness):
-    """Hold every job at its start until the test opens the gate (the queue fills up meanwhile)."""
-    opened = threading.Event()
-    make_work = harness.bot.jobs.make_work
-
-    def gated(job):
-        work = make_work(job)
-
-        def run(report, token):
-            opened.wait(timeout=120)
-            return work(report, token)
-        return run
-
-    harness.bot.jobs.make_work = gated
-    yield opened
-    opened.set()
 
 
 async def test_relax_becomes_the_default_mode_and_a_prompt_flag_still_wins(harness):

@@ -278,21 +278,21 @@ def guild_create_payload() -> dict[str, Any]:
             "joined_at": "2026-01-01T00:00:00+00:00"}
 
 
-def _interaction_base(kind: int, user_id: int, permissions: int) -> dict[str, Any]:
+def _interaction_base(kind: int, user_id: int, permissions: int, size_limit: int = SIZE_LIMIT) -> dict[str, Any]:
     return {"id": snowflake(), "application_id": str(APPLICATION_ID), "type": kind, "token": f"token-{snowflake()}",
             "version": 1, "guild_id": str(GUILD_ID), "channel_id": str(CHANNEL_ID),
             "channel": {"id": str(CHANNEL_ID), "type": 0, "guild_id": str(GUILD_ID), "name": "imagine"},
             "member": member_payload(user_id, permissions=permissions), "locale": "en-US", "guild_locale": "en-US",
             "app_permissions": str(0x4_0000_0000 | 0x800 | 0x400 | 0x8000), "entitlements": [],
             "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0,
-            "attachment_size_limit": SIZE_LIMIT}
+            "attachment_size_limit": size_limit}
 
 
 def command_payload(name: str, options: dict[str, Any], user_id: int, *, permissions: int = 0,
-                    option_types: dict[str, int] | None = None) -> dict[str, Any]:
+                    option_types: dict[str, int] | None = None, size_limit: int = SIZE_LIMIT) -> dict[str, Any]:
     """INTERACTION_CREATE for a slash command (string options unless `option_types` says otherwise)."""
     types = option_types or {}
-    payload = _interaction_base(2, user_id, permissions)
+    payload = _interaction_base(2, user_id, permissions, size_limit)
     payload["data"] = {"id": snowflake(), "name": name, "type": 1, "options": [
         {"name": key, "type": types.get(key, 3), "value": value} for key, value in options.items()]}
     return payload
