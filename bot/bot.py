@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.fetch import make_session
 from bot.jobs import JobRunner
 from bot.work import engine_work
 from generation.executor import Executor, LocalExecutor
@@ -69,7 +70,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.executor = LocalExecutor()
         self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store))
         await self.jobs.start()
-        self.http_session = aiohttp.ClientSession()
+        self.http_session = make_session(self.settings.images)  # for user-given picture links only
         self.tree.on_error = self.on_app_command_error
         for extension in INITIAL_EXTENSIONS:
             try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.fetch import MIB, FetchPolicy
 from generation.catalog import KNOWN_SAMPLERS, ModelCatalog, ModelVersion, NijiOption, StyleOption
 from generation.prompt import PromptLimits, normalise_sampler_name
 
@@ -89,6 +90,13 @@ class _Storage(_Section):
     image_dir: str = "data/images"
 
 
+class _Images(_Section):
+    max_mib: float = Field(10.0, gt=0, le=100)
+    timeout_seconds: float = Field(20.0, gt=0, le=120)
+    max_megapixels: float = Field(40.0, gt=0, le=200)
+    allow_private_addresses: bool = False
+
+
 class _Discord(_Section):
     sync_guild_id: int | None = None
     progress_edit_seconds: float = Field(3.0, ge=1.0)
@@ -99,6 +107,7 @@ class _File(_Section):
     limits: _Limits = Field(default_factory=_Limits)
     queue: _Queue = Field(default_factory=_Queue)
     storage: _Storage = Field(default_factory=_Storage)
+    images: _Images = Field(default_factory=_Images)
     discord: _Discord = Field(default_factory=_Discord)
 
 
@@ -128,6 +137,7 @@ class Settings:
     queue: QueueSettings
     storage: StorageSettings
     discord: DiscordSettings
+    images: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 def config_path() -> Path:
@@ -217,4 +227,7 @@ def _settings_from(file: _File, base: Path) -> Settings:
         queue=QueueSettings(file.queue.default_mode, tuple(file.queue.allowed_modes)),
         storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir)),
         discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds),
+        images=FetchPolicy(max_bytes=round(file.images.max_mib * MIB), timeout_seconds=file.images.timeout_seconds,
+                           max_pixels=round(file.images.max_megapixels * 1e6),
+                           allow_private_addresses=file.images.allow_private_addresses),
     )

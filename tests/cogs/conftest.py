@@ -25,6 +25,7 @@ from helpers.discord_harness import (
 
 from bot.bot import ImagineBot
 from bot.config import DiscordSettings, StorageSettings, load_settings
+from bot.fetch import FetchPolicy
 from storage import repository as repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +122,7 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
     settings = replace(
         load_settings(ROOT / "config.toml"),
         storage=StorageSettings(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", tmp_path / "images"),
+        images=FetchPolicy(allow_private_addresses=True),  # attachments live on the fake server, 127.0.0.1
     )
     running: list[ImagineBot] = []
     expected_errors: list[str] = []
