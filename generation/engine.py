@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .canvas import Canvas, Direction, collage, make_square, mean_picture, pan, region, zoom_out
 from .catalog import ModelCatalog, ModelVersion
 from .conditioning import Conditioning
 from .executor import CancelToken, JobCancelled, Progress
@@ -43,6 +44,9 @@ SEED_MODULUS = 2**32
 VARIATION_STRENGTH: dict[Variability, float] = {"subtle": 0.5, "strong": 0.85}  # Fooocus's values
 UPSCALE_STRENGTH: dict[UpscaleMode, float] = {"subtle": 0.3, "creative": 0.55}
 UPSCALE_FACTOR = 2
+BLEND_STRENGTH = 0.65  # the collage is repainted enough to become one picture, not so much it is lost
+OUTPAINT_STRENGTH = 1.0  # zoom, pan, square: the new area is painted from noise
+REGION_STRENGTH = 1.0  # Vary (Region): the region is painted anew (with the new prompt, when given)
 PREVIEW_EVERY = 5  # steps between preview images
 PREVIEW_SIDE = 256  # previews are at most this wide or high
 
@@ -53,11 +57,15 @@ PREVIEW_SIDE = 256  # previews are at most this wide or high
 
 @dataclass(frozen=True)
 class Imagine:
-    """A grid from words: `/imagine`, and 🔄 (the same request with a new seed)."""
+    """A grid from words: `/imagine`, and 🔄 (the same request with a new seed).
+
+    `images` are the request's image prompts, already fetched (see bot/fetch.py): the
+    grid starts from them, closer to them the higher `--iw` is."""
 
     request: GenerationRequest
     seed: int
     count: int = GRID_SIZE
+    images: tuple[Image.Image, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,48 @@ class Upscale:
     mode: UpscaleMode = "subtle"
 
 
-EngineJob = Imagine | Vary | Upscale
+@dataclass(frozen=True)
+class Blend:
+    """/blend: 2–5 pictures mixed into one grid; the request's text (optional) steers it and
+    its `--ar` is the dimensions choice (1:1, 2:3, 3:2)."""
+
+    request: GenerationRequest
+    sources: tuple[Image.Image, ...]
+    seed: int
+    count: int = GRID_SIZE
+
+
+@dataclass(frozen=True)
+class Outpaint:
+    """Zoom Out (factor 1–2), Pan (a direction) and Make Square: the model paints around the picture."""
+
+    request: GenerationRequest
+    source: Image.Image
+    seed: int
+    kind: Literal["zoom", "pan", "square"]
+    factor: float = 2.0
+    direction: Direction = "right"
+    count: int = GRID_SIZE
+
+
+@dataclass(frozen=True)
+class Repaint:
+    """Vary (Region): only `box` (fractions left, top, right, bottom) is painted again."""
+
+    request: GenerationRequest
+    source: Image.Image
+    seed: int
+    box: tuple[float, float, float, float]
+    count: int = GRID_SIZE
+
+
+EngineJob = Imagine | Vary | Upscale | Blend | Outpaint | Repaint
+
+
+def image_prompt_strength(image_weight: float) -> float:
+    """`--iw` (0–3) to how much of an image prompt is repainted: 0 → all of it (the image is
+    ignored), 1 (default) → 0.8, 3 → 0.4 (close to the image)."""
+    return min(1.0, max(0.4, 1.0 - 0.2 * image_weight))
 
 
 def image_seeds(seed: int, count: int) -> tuple[int, ...]:
@@ -276,52 +325,94 @@ class Engine:
     def run(self, job: EngineJob, report: Report = _ignore, token: CancelToken | None = None) -> GenerationResult:
         """Make the job's pictures; raises `JobCancelled` when `token` is cancelled."""
         token = token or CancelToken()
-        if job.request.image_urls:  # nothing is silently ignored: image prompts need their fetch step first
-            raise ValueError("this engine job has image prompts; fetch them and run an image-prompt job instead")
+        if job.request.image_urls and not (isinstance(job, Imagine) and job.images):
+            # nothing is silently ignored: image prompts must be fetched first (bot/fetch.py)
+            raise ValueError("this job names image prompts but carries no pictures: fetch them first")
         started = time.perf_counter()
         model = self.model(resolve_version(job.request, self.catalog).name)
-        if isinstance(job, Imagine):
-            plan = plan_generation(job.request, self.catalog, model)
-            seeds = image_seeds(job.seed, job.count)
-        elif isinstance(job, Vary):
-            plan = plan_generation(job.request, self.catalog, model, size=self._fit(job.source.size, model))
-            plan = replace(plan, chaos=0)
-            seeds = image_seeds(job.seed, job.count)
-        else:
-            width, height = job.source.size
-            plan = plan_generation(job.request, self.catalog, model,
-                                   size=self._fit((width * UPSCALE_FACTOR, height * UPSCALE_FACTOR), model))
-            plan = replace(plan, chaos=0)
-            seeds = image_seeds(job.seed, 1)
+        plan, seeds = self._plan(job, model)
         timings: dict[str, float] = {}
         with self._adapters(model, plan):
             mark = time.perf_counter()
             conditioning = model.encoder.encode(styled_segments(job.request, plan))
             timings["encode"] = time.perf_counter() - mark
             mark = time.perf_counter()
-            if isinstance(job, Imagine):
-                images = self._text_to_image(model, plan, conditioning, seeds, report, token)
-                extra: dict[str, Any] = {}
-            elif isinstance(job, Vary):
-                strength = VARIATION_STRENGTH[job.variability]
-                source = job.source.convert("RGB").resize((plan.width, plan.height), Image.Resampling.LANCZOS)
-                images = self._image_to_image(model, plan, conditioning, [source] * len(seeds), strength,
-                                              seeds, report, token)
-                extra = {"Denoising strength": strength, "Variation": job.variability}
-            else:
-                strength = UPSCALE_STRENGTH[job.mode]
-                source = job.source.convert("RGB").resize((plan.width, plan.height), Image.Resampling.LANCZOS)
-                images = [self._upscale_pass(model, plan, conditioning, source, strength, seeds[0], report, token)]
-                extra = {"Denoising strength": strength, "Upscale": f"{UPSCALE_FACTOR}x {job.mode}"}
+            images, extra = self._paint(job, model, plan, conditioning, seeds, report, token)
             timings["denoise"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         parameters = plan.as_parameters() | {"seeds": list(seeds)}
-        if extra:
+        if "Denoising strength" in extra:
             parameters["strength"] = extra["Denoising strength"]
         return GenerationResult(
             images=tuple(images), seeds=seeds, parameters=parameters,
             infotexts=tuple(infotext(job.request, plan, seed, extra) for seed in seeds), timings=timings,
         )
+
+    def _plan(self, job: EngineJob, model: LoadedModel) -> tuple[GenerationPlan, tuple[int, ...]]:
+        """The effective settings and the seeds: the output size follows the job's kind."""
+        if isinstance(job, Imagine | Blend):
+            return plan_generation(job.request, self.catalog, model), image_seeds(job.seed, job.count)
+        if isinstance(job, Upscale):
+            width, height = job.source.size
+            size = self._fit((width * UPSCALE_FACTOR, height * UPSCALE_FACTOR), model)
+            count = 1
+        elif isinstance(job, Outpaint):
+            size = self._canvas(job, model).image.size
+            count = job.count
+        else:  # Vary, Repaint: the picture's own size
+            size, count = self._fit(job.source.size, model), job.count
+        plan = plan_generation(job.request, self.catalog, model, size=size)
+        return replace(plan, chaos=0), image_seeds(job.seed, count)
+
+    def _canvas(self, job: Outpaint | Repaint, model: LoadedModel) -> Canvas:
+        source = job.source.convert("RGB")
+        fitted = self._fit(source.size, model)
+        if fitted != source.size:
+            source = source.resize(fitted, Image.Resampling.LANCZOS)
+        if isinstance(job, Repaint):
+            return region(source, job.box, model.alignment)
+        if job.kind == "zoom":
+            return zoom_out(source, job.factor, model.alignment)
+        if job.kind == "pan":
+            return pan(source, job.direction, model.alignment)
+        return make_square(source)
+
+    def _paint(self, job: EngineJob, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
+               seeds: tuple[int, ...], report: Report, token: CancelToken) -> tuple[list[Image.Image], dict[str, Any]]:
+        """The job's pictures, and what its infotext adds to the plan's settings."""
+        size = (plan.width, plan.height)
+        if isinstance(job, Imagine) and not job.images:
+            return self._text_to_image(model, plan, conditioning, seeds, report, token), {}
+        if isinstance(job, Imagine):
+            start = mean_picture(list(job.images), size)
+            strength = image_prompt_strength(job.request.params.image_weight)
+            images = self._image_to_image(model, plan, conditioning, [start] * len(seeds), strength, seeds,
+                                          report, token)
+            return images, {"Denoising strength": strength, "Image prompts": len(job.images)}
+        if isinstance(job, Vary):
+            strength = VARIATION_STRENGTH[job.variability]
+            source = job.source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            images = self._image_to_image(model, plan, conditioning, [source] * len(seeds), strength, seeds,
+                                          report, token)
+            return images, {"Denoising strength": strength, "Variation": job.variability}
+        if isinstance(job, Upscale):
+            strength = UPSCALE_STRENGTH[job.mode]
+            source = job.source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            image = self._upscale_pass(model, plan, conditioning, source, strength, seeds[0], report, token)
+            return [image], {"Denoising strength": strength, "Upscale": f"{UPSCALE_FACTOR}x {job.mode}"}
+        if isinstance(job, Blend):
+            starts = [collage(list(job.sources), size, seed) for seed in seeds]
+            images = self._image_to_image(model, plan, conditioning, starts, BLEND_STRENGTH, seeds, report, token)
+            return images, {"Denoising strength": BLEND_STRENGTH, "Blend": len(job.sources)}
+        canvas = self._canvas(job, model)
+        strength = REGION_STRENGTH if isinstance(job, Repaint) else OUTPAINT_STRENGTH
+        painted = self._denoise(model, model.inpaint, plan, conditioning.repeat(len(seeds)), seeds, report, token,
+                                image=[canvas.image] * len(seeds), mask_image=[canvas.mask] * len(seeds),
+                                strength=strength, width=plan.width, height=plan.height)
+        what = ("Region " + ",".join(f"{edge:g}" for edge in job.box) if isinstance(job, Repaint)
+                else f"zoom {job.factor:g}x" if job.kind == "zoom" else f"pan {job.direction}"
+                if job.kind == "pan" else "make square")
+        return [canvas.restore(image) for image in painted], {"Denoising strength": strength, "Outpaint": what}
 
     # -- the steps ------------------------------------------------------------
 

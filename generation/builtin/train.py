@@ -54,10 +54,10 @@ class TrainingPlan:
     decoder_steps: int = 1_500
     decoder_lr: float = 2e-4
     vae_batch: int = 16
-    base_steps: int = 5_000
+    base_steps: int = 12_000
     base_batch: int = 32
     base_lr: float = 4e-4
-    lora_steps: int = 1_000
+    lora_steps: int = 2_000
     lora_batch: int = 16
     lora_lr: float = 5e-4
     lora_rank: int = 8
@@ -343,7 +343,7 @@ def train_base(plan: TrainingPlan, work: Path, tokenizer, vae, encoded: dict) ->
             _save_checkpoint(ckpt_path, unet=unet.state_dict(), text_encoder=text_encoder.state_dict(),
                              optimizer=optimizer.state_dict(), ema=ema.shadow, step=step + 1)
             log.info("unet step %d loss %.4f", step + 1, loss.item())
-        if (step + 1) % 2000 == 0 and step + 1 < plan.base_steps:
+        if (step + 1) % 1000 == 0 and step + 1 < plan.base_steps:
             _export(work / "preview-model", tokenizer, vae, unet, text_encoder, ema)
     _export(MODEL_DIR, tokenizer, vae, unet, text_encoder, ema)
 

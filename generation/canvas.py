@@ -1,0 +1,148 @@
+"""Starting pictures for the image jobs: where the old pixels go and what the model paints.
+
+Pure functions on PIL images, no model: each returns the canvas the pipeline starts
+from, the mask of what it paints (white = paint), and the original pixels that are put
+back untouched afterwards (zoom, pan, make square and Vary (Region) promise them).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+Direction = Literal["left", "right", "up", "down"]
+PAN_EXTENSION = 0.3  # Fooocus extends the canvas by 30 % of the picture in the panned direction
+
+
+@dataclass(frozen=True)
+class Canvas:
+    image: Image.Image  # what the pipeline starts from, at the output size
+    mask: Image.Image  # "L", 255 where the model paints
+    keep: Image.Image  # original pixels put back after painting...
+    keep_at: tuple[int, int]  # ...with their top-left corner here
+    keep_mask: Image.Image | None = None  # "L": which of `keep`'s pixels go back (None: all)
+
+    def restore(self, painted: Image.Image) -> Image.Image:
+        """The painted picture with the promised original pixels exactly as they were."""
+        result = painted.convert("RGB").copy()
+        result.paste(self.keep, self.keep_at, self.keep_mask)
+        return result
+
+
+def _round_to(value: float, unit: int) -> int:
+    return max(unit, round(value / unit) * unit)
+
+
+def _prefill(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """Fill the area to paint with a blur of the known colours (a start that matches the edges)."""
+    known = np.asarray(image, dtype=np.float32)
+    weight = 1.0 - np.asarray(mask, dtype=np.float32)[..., None] / 255
+    blur = max(image.size) // 4
+    spread = np.asarray(Image.fromarray(np.uint8(known * weight)).filter(ImageFilter.BoxBlur(blur)), np.float32)
+    coverage = np.asarray(Image.fromarray(np.uint8(weight[..., 0] * 255)).filter(ImageFilter.BoxBlur(blur)),
+                          np.float32)[..., None] / 255
+    filled = spread / np.maximum(coverage, 1e-3)
+    return Image.fromarray(np.uint8(np.clip(known * weight + filled * (1 - weight), 0, 255)))
+
+
+def zoom_out(source: Image.Image, factor: float, unit: int) -> Canvas:
+    """Zoom Out: the picture shrinks by `factor` (1–2) into the centre of a canvas of the same size."""
+    if not 1.0 <= factor <= 2.0:
+        raise ValueError("the zoom factor must be between 1 and 2")
+    width, height = source.size
+    inner = (_round_to(width / factor, unit), _round_to(height / factor, unit))
+    inner = (min(inner[0], width), min(inner[1], height))
+    small = source.convert("RGB").resize(inner, Image.Resampling.LANCZOS)
+    at = ((width - inner[0]) // 2, (height - inner[1]) // 2)
+    return _outpaint(small, (width, height), at)
+
+
+def pan(source: Image.Image, direction: Direction, unit: int) -> Canvas:
+    """Pan: the canvas grows by 30 % on one side; the picture keeps every pixel."""
+    width, height = source.size
+    if direction in ("left", "right"):
+        size, grow = (width + _round_to(width * PAN_EXTENSION, unit), height), _round_to(width * PAN_EXTENSION, unit)
+        at = (grow, 0) if direction == "left" else (0, 0)
+    else:
+        size, grow = (width, height + _round_to(height * PAN_EXTENSION, unit)), _round_to(height * PAN_EXTENSION, unit)
+        at = (0, grow) if direction == "up" else (0, 0)
+    return _outpaint(source.convert("RGB"), size, at)
+
+
+def make_square(source: Image.Image) -> Canvas:
+    """Make Square: the short side grows on both ends until the picture is square."""
+    width, height = source.size
+    side = max(width, height)
+    return _outpaint(source.convert("RGB"), (side, side), ((side - width) // 2, (side - height) // 2))
+
+
+def _outpaint(picture: Image.Image, size: tuple[int, int], at: tuple[int, int]) -> Canvas:
+    mask = Image.new("L", size, 255)
+    mask.paste(0, (at[0], at[1], at[0] + picture.width, at[1] + picture.height))
+    canvas = Image.new("RGB", size)
+    canvas.paste(picture, at)
+    return Canvas(_prefill(canvas, mask), mask, picture, at)
+
+
+def region(source: Image.Image, box: tuple[float, float, float, float], unit: int) -> Canvas:
+    """Vary (Region): repaint the rectangle `box` (fractions left, top, right, bottom); the rest is kept.
+
+    The box is widened to the model's latent grid (`unit` pixels), so that what is painted
+    is exactly what the model could change."""
+    left, top, right, bottom = box
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise ValueError("the region must be a rectangle inside the picture (fractions from 0 to 1)")
+    width, height = source.size
+    pixels = (int(left * width) // unit * unit, int(top * height) // unit * unit,
+              min(width, -(-int(np.ceil(right * width)) // unit) * unit),
+              min(height, -(-int(np.ceil(bottom * height)) // unit) * unit))
+    mask = Image.new("L", source.size, 0)
+    ImageDraw.Draw(mask).rectangle((pixels[0], pixels[1], pixels[2] - 1, pixels[3] - 1), fill=255)
+    picture = source.convert("RGB")
+    outside = Image.eval(mask, lambda value: 255 - value)
+    return Canvas(picture, mask, picture, (0, 0), keep_mask=outside)
+
+
+def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The largest centred crop with the aspect of `size`, resized to it."""
+    width, height = image.size
+    target = size[0] / size[1]
+    if width / height > target:
+        new_width = round(height * target)
+        box = ((width - new_width) // 2, 0, (width - new_width) // 2 + new_width, height)
+    else:
+        new_height = round(width / target)
+        box = (0, (height - new_height) // 2, width, (height - new_height) // 2 + new_height)
+    return image.convert("RGB").crop(box).resize(size, Image.Resampling.LANCZOS)
+
+
+def collage(sources: list[Image.Image], size: tuple[int, int], seed: int) -> Image.Image:
+    """/blend's starting picture: the sources side by side (2–3), or in two rows (4–5), in an
+    order picked by `seed`, so each picture of the grid starts from another arrangement."""
+    order = list(sources)
+    random.Random(seed).shuffle(order)
+    width, height = size
+    rows = [order] if len(order) <= 3 else [order[: len(order) // 2], order[len(order) // 2:]]
+    horizontal = width >= height or len(rows) > 1
+    canvas = Image.new("RGB", size)
+    for row_number, row in enumerate(rows):
+        for number, picture in enumerate(row):
+            if horizontal:
+                cell_height = height // len(rows)
+                left, right = width * number // len(row), width * (number + 1) // len(row)
+                box = (left, row_number * cell_height, right, (row_number + 1) * cell_height)
+            else:  # a portrait blend stacks the pictures
+                top, bottom = height * number // len(row), height * (number + 1) // len(row)
+                box = (0, top, width, bottom)
+            canvas.paste(center_crop(picture, (box[2] - box[0], box[3] - box[1])), box[:2])
+    return canvas
+
+
+def mean_picture(sources: list[Image.Image], size: tuple[int, int]) -> Image.Image:
+    """Several image prompts as one start: the average of the pictures, cropped to the output's shape."""
+    arrays = [np.asarray(center_crop(source, size), dtype=np.float32) for source in sources]
+    return Image.fromarray(np.uint8(np.clip(np.mean(arrays, axis=0), 0, 255)))
