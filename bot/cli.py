@@ -15,6 +15,7 @@ import sys
 from bot.config import TOKEN_ENV, ConfigError, load_settings
 
 EXIT_USAGE = 2
+BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
@@ -90,18 +91,39 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_requests(prompt: str, settings) -> list:
-    """Parse and validate like the bot does; PromptError on bad input."""
+def _load_requests(prompt: str, settings, attached: tuple[str, ...] = ()) -> list:
+    """Parse and validate like the bot does; PromptError on bad input. `attached` image
+    prompts (files here, attachments in Discord) join the links the prompt starts with."""
+    from dataclasses import replace
+
     from generation.catalog import list_loras
-    from generation.prompt import PromptError, parse_prompt
+    from generation.prompt import parse_prompt
     from generation.validation import validate_request
 
     loras = list_loras(settings.catalog.lora_dir)
-    requests = [validate_request(job, settings.catalog, available_loras=loras)
-                for job in parse_prompt(prompt, settings.limits)]
-    if any(request.image_urls for request in requests):
-        raise PromptError("image prompts are not supported on the command line yet: remove the image link")
-    return requests
+    return [validate_request(replace(job, image_urls=job.image_urls + attached), settings.catalog,
+                             available_loras=loras)
+            for job in parse_prompt(prompt, settings.limits)]
+
+
+def _read_picture(path: str, settings):
+    """A picture file, with the same format and size checks as a link."""
+    from pathlib import Path
+
+    from bot.fetch import decode_image
+
+    return decode_image(Path(path).read_bytes(), settings.images, path).image
+
+
+def _fetch_pictures(urls: list[str], settings) -> list:
+    import asyncio
+
+    from bot.fetch import fetch_image, make_session
+
+    async def fetch_all() -> list:
+        async with make_session(settings.images) as session:
+            return [(await fetch_image(session, url, settings.images)).image for url in urls]
+    return asyncio.run(fetch_all())
 
 
 def _progress_bar(description: str):
@@ -140,82 +162,133 @@ def _summary(result, files: list[str]) -> str:
 
 
 def _cmd_imagine(args: argparse.Namespace) -> int:
-    import secrets
+    """`imagine`: a grid from a prompt; image prompts from links in it or from --image files."""
     from pathlib import Path
 
+    from bot.fetch import FetchError
     from generation.engine import Imagine
-    from generation.imaging import make_grid
     from generation.prompt import PromptError
 
     settings = load_settings()
+    files = tuple(Path(name).resolve().as_uri() for name in args.image)
     try:
-        requests = _load_requests(args.prompt, settings)
-    except PromptError as error:
+        requests = _load_requests(args.prompt, settings, attached=files)
+        links = [url for url in requests[0].image_urls if url not in files]
+        pictures = (_fetch_pictures(links, settings) if links else []) + [_read_picture(name, settings)
+                                                                          for name in args.image]
+    except (PromptError, FetchError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     engine = _engine(settings)
-    out = Path(args.out)
     for number, request in enumerate(requests, start=1):
-        seed = request.params.seed if request.params.seed is not None else secrets.randbelow(2**32)
-        folder = out if len(requests) == 1 else out / f"job-{number}"
-        bar, report = _progress_bar(f"job {number}/{len(requests)}")
-        with bar:
-            result = engine.run(Imagine(request, seed), report=report)
-        files = [_write_png(folder / f"{index}.png", image, text)
-                 for index, (image, text) in enumerate(zip(result.images, result.infotexts, strict=True), start=1)]
-        files.insert(0, _write_png(folder / "grid.png", make_grid(result.images), result.infotexts[0]))
-        print(_summary(result, files), flush=True)
+        job = Imagine(request, _seed(request), images=tuple(pictures))
+        folder = _out(args.out, number, len(requests))
+        _run_and_write(engine, job, folder, f"job {number}/{len(requests)}")
     return 0
 
 
-def _cmd_from_image(args: argparse.Namespace) -> int:
-    """`vary` and `upscale`: a job that starts from an image file."""
+def _seed(request) -> int:
     import secrets
+
+    return request.params.seed if request.params.seed is not None else secrets.randbelow(2**32)
+
+
+def _out(folder: str, number: int, count: int):
     from pathlib import Path
 
-    from PIL import Image, UnidentifiedImageError
+    return Path(folder) if count == 1 else Path(folder) / f"job-{number}"
 
-    from generation.engine import Upscale, Vary
+
+def _run_and_write(engine, job, folder, description: str) -> None:
+    """Run one engine job with a progress bar; write grid.png (several pictures) and 1.png, 2.png..."""
+    from generation.imaging import make_grid
+
+    bar, report = _progress_bar(description)
+    with bar:
+        result = engine.run(job, report=report)
+    files = [_write_png(folder / f"{index}.png", image, text)
+             for index, (image, text) in enumerate(zip(result.images, result.infotexts, strict=True), start=1)]
+    if len(result.images) > 1:
+        files.insert(0, _write_png(folder / "grid.png", make_grid(result.images), result.infotexts[0]))
+    print(_summary(result, files), flush=True)
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    """`25,25,75,75` (percent of the width and height: left, top, right, bottom)."""
+    parts = [float(part) / 100 for part in text.replace(" ", "").split(",")]
+    if len(parts) != 4:
+        raise ValueError("--box takes four percentages: left,top,right,bottom (for example 25,25,75,75)")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _cmd_from_image(args: argparse.Namespace) -> int:
+    """`vary`, `upscale`, `zoom`, `pan`, `square`, `region`: a job that starts from an image file."""
+    from generation.engine import Outpaint, Repaint, Upscale, Vary
     from generation.prompt import PromptError
     from storage.images import read_parameters
 
     settings = load_settings()
-    source_path = Path(args.image)
     try:
-        with Image.open(source_path) as opened:
-            source = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        print(f"error: cannot read {source_path} as an image ({error})", file=sys.stderr)
+        source = _read_picture(args.image, settings)
+    except Exception as error:  # FetchError or OSError: either way the file cannot be used
+        print(f"error: cannot use {args.image} as a picture ({error})", file=sys.stderr)
         return EXIT_USAGE
     prompt = args.prompt
     if prompt is None:  # the prompt the picture was made with, from its PNG parameters
-        stored = read_parameters(source_path)
+        stored = read_parameters(args.image)
         if not stored:
             print("error: this image carries no prompt: give one after the file name", file=sys.stderr)
             return EXIT_USAGE
         prompt = stored.splitlines()[0]
     try:
-        requests = _load_requests(prompt, settings)
-    except PromptError as error:
+        request = _load_requests(prompt, settings)[0]
+        seed = _seed(request)
+        match args.command:
+            case "vary":
+                job = Vary(request, source, seed, variability="strong" if args.strong else "subtle")
+            case "upscale":
+                job = Upscale(request, source, seed, mode=args.mode)
+            case "zoom":
+                if not 1.0 <= args.factor <= 2.0:
+                    raise ValueError("--factor must be between 1 and 2")
+                job = Outpaint(request, source, seed, kind="zoom", factor=args.factor)
+            case "pan":
+                job = Outpaint(request, source, seed, kind="pan", direction=args.direction)
+            case "square":
+                job = Outpaint(request, source, seed, kind="square")
+            case _:
+                job = Repaint(request, source, seed, box=_parse_box(args.box))
+    except (PromptError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    request = requests[0]
-    seed = request.params.seed if request.params.seed is not None else secrets.randbelow(2**32)
-    if args.command == "vary":
-        job = Vary(request, source, seed, variability="strong" if args.strong else "subtle")
-    else:
-        job = Upscale(request, source, seed, mode=args.mode)
-    bar, report = _progress_bar(args.command)
-    with bar:
-        result = _engine(settings).run(job, report=report)
-    out = Path(args.out)
-    files = [_write_png(out / f"{index}.png", image, text)
-             for index, (image, text) in enumerate(zip(result.images, result.infotexts, strict=True), start=1)]
-    if len(result.images) > 1:
-        from generation.imaging import make_grid
+    from pathlib import Path
 
-        files.insert(0, _write_png(out / "grid.png", make_grid(result.images), result.infotexts[0]))
-    print(_summary(result, files), flush=True)
+    _run_and_write(_engine(settings), job, Path(args.out), args.command)
+    return 0
+
+
+def _cmd_blend(args: argparse.Namespace) -> int:
+    """`blend`: 2–5 picture files into one grid."""
+    from pathlib import Path
+
+    from generation.engine import Blend
+    from generation.prompt import GenerationRequest, Params, PromptError
+
+    settings = load_settings()
+    if not 2 <= len(args.images) <= 5:
+        print("error: blend takes 2 to 5 pictures", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        pictures = tuple(_read_picture(name, settings) for name in args.images)
+        aspect = BLEND_DIMENSIONS[args.dimensions]
+        if args.prompt:
+            request = _load_requests(f"{args.prompt} --ar {aspect}", settings)[0]
+        else:
+            request = GenerationRequest((), Params(aspect=aspect))
+    except (PromptError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    _run_and_write(_engine(settings), Blend(request, pictures, _seed(request)), Path(args.out), "blend")
     return 0
 
 
@@ -249,26 +322,43 @@ def build_parser() -> argparse.ArgumentParser:
     parse.set_defaults(handler=_cmd_parse)
 
     imagine = commands.add_parser("imagine", help="make a grid of 4 from a prompt, without Discord")
-    imagine.add_argument("prompt", help='for example "a red circle on a white background --ar 16:9 --seed 7"')
+    imagine.add_argument("prompt", help='for example "a red circle on a white background --ar 16:9 --seed 7" '
+                                        '(image links at the start are fetched like the bot fetches them)')
+    imagine.add_argument("--image", action="append", default=[], metavar="FILE",
+                         help="an image prompt from a file (repeat for several; --iw sets how strongly)")
     imagine.add_argument("--out", required=True, help="folder for grid.png and 1.png-4.png (made if missing)")
     imagine.set_defaults(handler=_cmd_imagine)
 
-    vary = commands.add_parser("vary", help="4 variations of an image file (V1-V4, Vary Subtle/Strong)")
-    vary.add_argument("image", help="a picture file (a PNG made by this project carries its prompt)")
-    vary.add_argument("prompt", nargs="?", help="the prompt (default: the one stored in the PNG)")
+    def image_command(name: str, help_text: str, out_help: str = "folder for grid.png and 1.png-4.png"):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("image", help="a picture file (a PNG made by this project carries its prompt)")
+        command.add_argument("prompt", nargs="?", help="the prompt (default: the one stored in the PNG)")
+        command.add_argument("--out", required=True, help=out_help)
+        command.set_defaults(handler=_cmd_from_image)
+        return command
+
+    vary = image_command("vary", "4 variations of an image file (V1-V4, Vary Subtle/Strong)")
     strength = vary.add_mutually_exclusive_group()
     strength.add_argument("--subtle", action="store_true", help="stay close to the image (default)")
     strength.add_argument("--strong", action="store_true", help="move further from it")
-    vary.add_argument("--out", required=True, help="folder for grid.png and 1.png-4.png")
-    vary.set_defaults(handler=_cmd_from_image)
-
-    upscale = commands.add_parser("upscale", help="an image file at twice the size")
-    upscale.add_argument("image", help="a picture file (a PNG made by this project carries its prompt)")
-    upscale.add_argument("prompt", nargs="?", help="the prompt (default: the one stored in the PNG)")
+    upscale = image_command("upscale", "an image file at twice the size", "folder for 1.png")
     upscale.add_argument("--mode", choices=("subtle", "creative"), default="subtle",
                          help="subtle keeps the content; creative may add detail")
-    upscale.add_argument("--out", required=True, help="folder for 1.png")
-    upscale.set_defaults(handler=_cmd_from_image)
+    zoom = image_command("zoom", "Zoom Out: the picture shrinks into the centre, the border is painted")
+    zoom.add_argument("--factor", type=float, default=2.0, help="1 to 2 (default 2; Midjourney's 1.5 too)")
+    pan_command = image_command("pan", "Pan: the canvas grows by 30%% on one side, the picture is kept")
+    pan_command.add_argument("--direction", choices=("left", "right", "up", "down"), default="right")
+    image_command("square", "Make Square: a non-square picture grows to a square")
+    region = image_command("region", "Vary (Region): only a rectangle is painted again (with a new prompt, "
+                                     "if given)")
+    region.add_argument("--box", required=True, help="left,top,right,bottom in percent, e.g. 25,25,75,75")
+
+    blend = commands.add_parser("blend", help="/blend: 2 to 5 picture files mixed into one grid")
+    blend.add_argument("images", nargs="+", help="2 to 5 picture files")
+    blend.add_argument("--dimensions", choices=tuple(BLEND_DIMENSIONS), default="square")
+    blend.add_argument("--prompt", help="words that steer the blend (optional)")
+    blend.add_argument("--out", required=True, help="folder for grid.png and 1.png-4.png")
+    blend.set_defaults(handler=_cmd_blend)
 
     # its own options (--phase, --work-dir, --help) are read by the trainer
     train = commands.add_parser("train-builtin", help="retrain the built-in model (about 90 minutes on 2 cores)",

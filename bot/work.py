@@ -12,7 +12,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from bot.jobs import WorkFactory
-from generation.engine import Engine, EngineJob, Imagine, Upscale, Vary
+from generation.engine import Blend, Engine, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary
 from generation.executor import CancelToken, Progress, Work
 from generation.prompt import GenerationRequest
 from generation.results import GenerationResult
@@ -20,30 +20,43 @@ from storage.images import ImageStore
 from storage.job_requests import job_options, request_without_options
 from storage.models import Job, JobKind
 
-# the job kinds the engine runs today; zoom, pan, region and blend come with the image jobs
-RUNNABLE_KINDS = frozenset({JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION, JobKind.UPSCALE})
-
 
 class UnsupportedJob(ValueError):
     """A stored job the engine cannot run; its message is shown to the job's owner."""
 
 
-def engine_job_for(job: Job, open_source: Callable[[int, int], Image.Image]) -> EngineJob:
-    """The engine's job for a stored one; `open_source(parent_id, index)` reads a stored picture."""
-    if job.kind not in RUNNABLE_KINDS:
-        raise UnsupportedJob(f"{job.kind.value} jobs are not available on this bot yet")
+PictureReader = Callable[[int, int], Image.Image]  # (parent job id, index) -> a stored picture
+InputReader = Callable[[str], Image.Image]  # a kept input's name -> the picture
+
+
+def engine_job_for(job: Job, open_source: PictureReader, open_input: InputReader) -> EngineJob:
+    """The engine's job for a stored one (the pictures it starts from read through the readers)."""
     if job.seed is None:
         raise UnsupportedJob(f"job {job.id} has no seed")
     request = GenerationRequest.from_dict(request_without_options(job.request))
-    if job.kind in (JobKind.IMAGINE, JobKind.REROLL):
-        return Imagine(request, job.seed)
     options = job_options(job)
+    inputs = tuple(open_input(name) for name in options.get("inputs", ()))
+    if job.kind in (JobKind.IMAGINE, JobKind.REROLL):
+        return Imagine(request, job.seed, images=inputs)
+    if job.kind == JobKind.BLEND:
+        return Blend(request, inputs, job.seed)
     if job.parent_id is None or "source_index" not in options:
         raise UnsupportedJob(f"job {job.id} names no picture to start from")
     source = open_source(job.parent_id, int(options["source_index"]))
-    if job.kind == JobKind.VARIATION:
-        return Vary(request, source, job.seed, variability=options.get("variability", "strong"))
-    return Upscale(request, source, job.seed, mode=options.get("upscale_mode", "subtle"))
+    match job.kind:
+        case JobKind.VARIATION:
+            return Vary(request, source, job.seed, variability=options.get("variability", "strong"))
+        case JobKind.UPSCALE:
+            return Upscale(request, source, job.seed, mode=options.get("upscale_mode", "subtle"))
+        case JobKind.ZOOM:
+            return Outpaint(request, source, job.seed, kind="zoom", factor=float(options.get("factor", 2.0)))
+        case JobKind.PAN:
+            return Outpaint(request, source, job.seed, kind="pan", direction=options.get("direction", "right"))
+        case JobKind.SQUARE:
+            return Outpaint(request, source, job.seed, kind="square")
+        case JobKind.REGION:
+            return Repaint(request, source, job.seed, box=tuple(options["box"]))
+    raise UnsupportedJob(f"{job.kind.value} jobs are not available on this bot")
 
 
 def engine_work(engine: Engine, store: ImageStore) -> WorkFactory:
@@ -55,9 +68,15 @@ def engine_work(engine: Engine, store: ImageStore) -> WorkFactory:
             raise UnsupportedJob(f"the picture this job starts from (job {parent_id}, image {index + 1}) is gone")
         return store.open(path).convert("RGB")
 
+    def open_input(name: str) -> Image.Image:
+        path = store.input_path(name)
+        if not path.exists():
+            raise UnsupportedJob("a picture this job starts from is gone from the image store")
+        return store.open(path).convert("RGB")
+
     def make_work(job: Job) -> Work[GenerationResult]:
         def work(report: Callable[[Progress], None], token: CancelToken) -> GenerationResult:
-            return engine.run(engine_job_for(job, open_source), report, token)
+            return engine.run(engine_job_for(job, open_source, open_input), report, token)
         return work
 
     return make_work

@@ -36,12 +36,32 @@ class ImageStore:
         # a thousand jobs per folder keeps directories small on long-running servers
         return self.root / f"{job_id // 1000:05d}" / str(job_id) / f"{index}.png"
 
+    def input_path(self, name: str) -> Path:
+        """Where a picture a user gave (image prompt, /blend) is kept; `name` comes from `save_input`."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"not an input picture name: {name!r}")
+        return self.root / "inputs" / name[:2] / name
+
+    def save_input(self, image: Image.Image) -> str:
+        """Keep a user's picture before its job is queued, named by its content (the same picture
+        is kept once), so a job run again after a restart finds it without fetching it again."""
+        data = encode_png(image.convert("RGB"), "")
+        name = hashlib.sha256(data).hexdigest() + ".png"
+        if not self.input_path(name).exists():
+            self._write(self.input_path(name), data)
+        return name
+
     def save(self, job_id: int, index: int, image: Image.Image, parameters: str) -> StoredFile:
         """Write the PNG (temp file + rename, so a crash never leaves half a file)."""
         data = encode_png(image, parameters)
         target = self.path_for(job_id, index)
+        self._write(target, data)
+        return StoredFile(target, hashlib.sha256(data).hexdigest(), image.width, image.height)
+
+    @staticmethod
+    def _write(target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{index}.", suffix=".tmp")
+        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as temp:
                 temp.write(data)
@@ -51,7 +71,6 @@ class ImageStore:
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
-        return StoredFile(target, hashlib.sha256(data).hexdigest(), image.width, image.height)
 
     def open(self, path: str | Path) -> Image.Image:
         with Image.open(path) as image:

@@ -22,9 +22,45 @@ def new_seed() -> int:
     return secrets.randbelow(SEED_RANGE)
 
 
-def imagine_job(request: dict[str, Any], prompt: str, seed: int | None = None) -> NewJob:
-    """`/imagine`: the prompt's --seed when it has one, else a fresh seed."""
+def imagine_job(request: dict[str, Any], prompt: str, seed: int | None = None,
+                inputs: list[str] | None = None) -> NewJob:
+    """`/imagine`: the prompt's --seed when it has one, else a fresh seed. `inputs` are the
+    image prompts, kept in the image store (`ImageStore.save_input`) before the job is written."""
+    if inputs:
+        request = request | {"options": {"inputs": list(inputs)}}
     return NewJob(JobKind.IMAGINE, request, prompt=prompt, seed=new_seed() if seed is None else seed)
+
+
+def blend_job(request: dict[str, Any], prompt: str, inputs: list[str]) -> NewJob:
+    """/blend: 2–5 kept pictures; the request's --ar is the dimensions choice."""
+    return NewJob(JobKind.BLEND, request | {"options": {"inputs": list(inputs)}}, prompt=prompt, seed=new_seed())
+
+
+def zoom_job(parent: Job, index: int, factor: float) -> NewJob:
+    """Zoom Out 2×, 1.5× or a custom factor (1–2) of picture `index` of the parent."""
+    request = request_without_options(parent.request) | {"options": {"source_index": index, "factor": factor}}
+    return NewJob(JobKind.ZOOM, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+
+
+def pan_job(parent: Job, index: int, direction: str) -> NewJob:
+    """⬅ ➡ ⬆ ⬇: picture `index` of the parent, extended in `direction`."""
+    request = request_without_options(parent.request) | {"options": {"source_index": index, "direction": direction}}
+    return NewJob(JobKind.PAN, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+
+
+def square_job(parent: Job, index: int) -> NewJob:
+    """Make Square: a non-square picture `index` of the parent, grown to a square."""
+    request = request_without_options(parent.request) | {"options": {"source_index": index}}
+    return NewJob(JobKind.SQUARE, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+
+
+def region_job(parent: Job, index: int, box: tuple[float, float, float, float],
+               request: dict[str, Any] | None = None, prompt: str | None = None) -> NewJob:
+    """Vary (Region): `box` (fractions left, top, right, bottom) of picture `index` painted again,
+    with a new prompt when one is given."""
+    base = request_without_options(request if request is not None else parent.request)
+    request = base | {"options": {"source_index": index, "box": list(box)}}
+    return NewJob(JobKind.REGION, request, prompt=prompt or parent.prompt, seed=new_seed(), parent_id=parent.id)
 
 
 def reroll_job(parent: Job) -> NewJob:

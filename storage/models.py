@@ -34,6 +34,7 @@ class JobKind(enum.StrEnum):
     UPSCALE = "upscale"
     ZOOM = "zoom"
     PAN = "pan"
+    SQUARE = "square"
     REGION = "region"
     BLEND = "blend"
 

@@ -136,4 +136,36 @@ def test_vary_and_upscale_run_on_an_image_file_with_its_stored_prompt(tmp_path):
     with Image.open(tmp_path / "u" / "1.png") as image:
         assert image.size == (128, 128)
     missing = run_bot("vary", str(tmp_path / "nope.png"), "--out", str(tmp_path / "x"))
-    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert missing.returncode == 2 and "cannot use" in missing.stderr
+
+
+def test_every_image_job_runs_on_files_and_writes_pngs_with_parameters(tmp_path):
+    from PIL import Image
+
+    from storage.images import read_parameters
+
+    made = run_bot("imagine", "two yellow stars on a blue background --seed 3 --steps 6", "--out", str(tmp_path / "a"))
+    assert made.returncode == 0, made.stderr
+    source, other = tmp_path / "a" / "1.png", tmp_path / "a" / "2.png"
+    expected = {"zoom": (64, 64), "pan": (80, 64), "square": (64, 64), "region": (64, 64)}
+    extra = {"zoom": ["--factor", "1.5"], "pan": ["--direction", "right"], "square": [],
+             "region": ["--box", "25,25,75,75"]}
+    for command, size in expected.items():
+        result = run_bot(command, str(source), *extra[command], "--out", str(tmp_path / command))
+        assert result.returncode == 0, result.stderr
+        pictures = sorted((tmp_path / command).glob("?.png"))
+        assert len(pictures) == 4
+        with Image.open(pictures[0]) as picture:
+            assert picture.size == size
+        assert read_parameters(pictures[0]).startswith("two yellow stars on a blue background")
+    blended = run_bot("blend", str(source), str(other), "--dimensions", "landscape", "--out", str(tmp_path / "b"))
+    assert blended.returncode == 0, blended.stderr
+    with Image.open(tmp_path / "b" / "grid.png") as grid:
+        assert grid.width > grid.height
+    prompted = run_bot("imagine", "a circle --iw 2 --steps 6", "--image", str(source), "--out", str(tmp_path / "i"))
+    assert prompted.returncode == 0, prompted.stderr
+    assert json.loads(prompted.stdout)["params"]["strength"] == 0.6
+    refused = run_bot("blend", str(source), "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "2 to 5 pictures" in refused.stderr
+    bad_box = run_bot("region", str(source), "--box", "25,25", "--out", str(tmp_path / "x"))
+    assert bad_box.returncode == 2 and "four percentages" in bad_box.stderr
