@@ -7,29 +7,37 @@ the owner's job and messages are never changed by someone else's press.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.fetch import FetchError, fetch_image, readable_size
 from cogs.utils.components import Action, JobButton, single_view
 from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, encode_for_upload, load_images
 from cogs.utils.messages import headline, result_message
 from generation.catalog import list_loras
 from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
-from generation.prompt import GenerationRequest, PromptError, apply_suffix, parse_prompt
+from generation.prompt import MAX_IMAGE_PROMPTS, GenerationRequest, Params, PromptError, apply_suffix, parse_prompt
 from generation.queue import QueueFull
 from generation.validation import validate_request
 from storage import repository as repo
 from storage.job_requests import (
+    blend_job,
     imagine_job,
+    pan_job,
+    region_job,
     remix,
     reroll_job,
+    square_job,
     upscale_job,
     variation_job,
+    zoom_job,
 )
 from storage.models import Job, JobState, QueueMode, User
 from storage.repository import NewJob
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REMIXABLE = frozenset({Action.REROLL, Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
+PANS = {Action.PAN_LEFT: "left", Action.PAN_RIGHT: "right", Action.PAN_UP: "up", Action.PAN_DOWN: "down"}
 
 
 class RemixForm(discord.ui.Modal, title="Remix"):
@@ -54,6 +63,66 @@ class RemixForm(discord.ui.Modal, title="Remix"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.cog.start_remixed(interaction, self.new_job, self.prompt.value)
+
+
+REGION_PRESETS = {
+    "center": (0.25, 0.25, 0.75, 0.75), "left half": (0.0, 0.0, 0.5, 1.0), "right half": (0.5, 0.0, 1.0, 1.0),
+    "top half": (0.0, 0.0, 1.0, 0.5), "bottom half": (0.0, 0.5, 1.0, 1.0), "top left": (0.0, 0.0, 0.5, 0.5),
+    "top right": (0.5, 0.0, 1.0, 0.5), "bottom left": (0.0, 0.5, 0.5, 1.0), "bottom right": (0.5, 0.5, 1.0, 1.0),
+}
+BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
+
+
+def read_region(text: str) -> tuple[float, float, float, float]:
+    """A preset name ("center", "top left"...) or four percentages "left top right bottom"."""
+    words = " ".join(text.lower().replace(",", " ").split())
+    if words in REGION_PRESETS:
+        return REGION_PRESETS[words]
+    try:
+        left, top, right, bottom = (float(word) / 100 for word in words.split())
+    except ValueError:
+        raise PromptError(f"the region is a name ({', '.join(REGION_PRESETS)}) or four percentages: "
+                          "left top right bottom, like 25 25 75 75") from None
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise PromptError("the region's percentages must go from 0 to 100, left before right and top before bottom")
+    return left, top, right, bottom
+
+
+class RegionForm(discord.ui.Modal, title="Vary (Region)"):
+    """Which part to paint again, and with what prompt."""
+
+    region = discord.ui.TextInput(label="Region: a name or left top right bottom (%)", default="center",
+                                  max_length=40)
+    prompt = discord.ui.TextInput(label="Prompt", style=discord.TextStyle.paragraph, max_length=4000)
+
+    def __init__(self, cog: Imagine, parent: Job, index: int) -> None:
+        super().__init__(timeout=900)
+        self.cog, self.parent, self.index = cog, parent, index
+        self.prompt.default = parent.prompt
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.start_region(interaction, self.parent, self.index, self.region.value, self.prompt.value)
+
+
+class ZoomForm(discord.ui.Modal, title="Custom Zoom"):
+    factor = discord.ui.TextInput(label="Zoom out by (1 to 2)", default="1.5", max_length=5)
+
+    def __init__(self, cog: Imagine, parent: Job, index: int) -> None:
+        super().__init__(timeout=900)
+        self.cog, self.parent, self.index = cog, parent, index
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        try:
+            factor = float(self.factor.value.replace(",", ".").rstrip("xX"))
+        except ValueError:
+            factor = 0.0
+        if not 1.0 <= factor <= 2.0:
+            await interaction.response.send_message("❌ The zoom factor is a number from 1 to 2, like 1.5.",
+                                                    ephemeral=True)
+            return
+        user = await self.cog.user(interaction.user.id)
+        await self.cog.start_jobs(interaction, self.cog.mode_for(user, None),
+                                  [zoom_job(self.parent, self.index, factor)])
 
 
 class Imagine(commands.Cog):
@@ -77,31 +146,108 @@ class Imagine(commands.Cog):
     # --- /imagine ----------------------------------------------------------------
 
     @app_commands.command(name="imagine", description="Make four pictures from a prompt")
-    @app_commands.describe(prompt="What to draw, then --parameters: a lighthouse at dusk --ar 16:9 --no fog")
-    async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
+    @app_commands.describe(prompt="What to draw, then --parameters: a lighthouse at dusk --ar 16:9 --no fog",
+                           image="A picture to start from (an image prompt; --iw sets how strongly)")
+    async def imagine(self, interaction: discord.Interaction, prompt: str,
+                      image: discord.Attachment | None = None) -> None:
         user = await self.user(interaction.user.id)
+        attached = (image.url,) if image is not None else ()
         try:
-            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix))
+            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix), attached)
         except PromptError as error:
             await interaction.response.send_message(f"❌ {error}", ephemeral=True)
             return
-        if any(request.image_urls for request, _ in requests):
-            await interaction.response.send_message(
-                "❌ Image prompts are not available on this bot yet: remove the image link and try again.",
-                ephemeral=True)
-            return
+        inputs: list[str] = []
+        if requests[0][0].image_urls:  # the same pictures for every job of the prompt
+            await interaction.response.defer(thinking=True)
+            try:
+                inputs = await self.keep_pictures(requests[0][0].image_urls, [image] if image else [])
+            except FetchError as error:
+                await self.refuse(interaction, f"❌ {error}")
+                return
         mode = self.mode_for(user, requests[0][0].params.mode)
-        new_jobs = [imagine_job(request.to_dict(), shown, request.params.seed) for request, shown in requests]
+        new_jobs = [imagine_job(request.to_dict(), shown, request.params.seed, inputs)
+                    for request, shown in requests]
         await self.start_jobs(interaction, mode, new_jobs)
 
-    def read_prompt(self, prompt: str) -> list[tuple[GenerationRequest, str]]:
+    @app_commands.command(name="blend", description="Blend 2 to 5 pictures into four new ones")
+    @app_commands.describe(image1="A picture", image2="Another picture", image3="(optional)", image4="(optional)",
+                           image5="(optional)", dimensions="The shape of the result (default: square)",
+                           prompt="Words that steer the blend (optional)")
+    @app_commands.choices(dimensions=[app_commands.Choice(name=name.title(), value=name)
+                                      for name in BLEND_DIMENSIONS])
+    async def blend(self, interaction: discord.Interaction, image1: discord.Attachment, image2: discord.Attachment,
+                    image3: discord.Attachment | None = None, image4: discord.Attachment | None = None,
+                    image5: discord.Attachment | None = None, dimensions: str = "square",
+                    prompt: str | None = None) -> None:
+        pictures = [a for a in (image1, image2, image3, image4, image5) if a is not None]
+        user = await self.user(interaction.user.id)
+        aspect = BLEND_DIMENSIONS.get(dimensions, "1:1")
+        try:
+            if prompt and prompt.strip():
+                (request, shown), *more = self.read_prompt(f"{prompt} --ar {aspect}")
+                if more:
+                    raise PromptError("a blend takes one prompt: no {permutations} or --repeat")
+            else:
+                request, shown = GenerationRequest((), Params(aspect=aspect)), ""
+        except PromptError as error:
+            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            inputs = await self.keep_pictures([a.url for a in pictures], pictures)
+        except FetchError as error:
+            await self.refuse(interaction, f"❌ {error}")
+            return
+        shown = shown or f"blend of {len(inputs)} pictures --ar {aspect}"
+        await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
+                              [blend_job(request.to_dict(), shown, inputs)])
+
+    async def keep_pictures(self, urls: tuple[str, ...] | list[str], attachments: list[discord.Attachment]
+                            ) -> list[str]:
+        """Fetch the pictures (links and attachments get the same checks) and keep them in the image
+        store; their names, in order. FetchError says what was wrong with which."""
+        policy = self.bot.settings.images
+        by_url = {attachment.url: attachment for attachment in attachments}
+        names = []
+        for number, url in enumerate(urls, start=1):
+            attachment = by_url.get(url)
+            which = f"picture {number}" if len(urls) > 1 else "the picture"
+            if attachment is not None and attachment.size > policy.max_bytes:
+                raise FetchError(f"{which} is larger than {readable_size(policy.max_bytes)}")
+            if attachment is not None and not (attachment.content_type or "image/").startswith("image/"):
+                raise FetchError(f"{which} ({attachment.filename}) is not a picture")
+            try:
+                fetched = await fetch_image(self.bot.http_session, url, policy)
+            except FetchError as error:
+                raise FetchError(f"{which}: {error}") from None
+            names.append(await asyncio.to_thread(self.bot.store.save_input, fetched.image))
+        return names
+
+    @staticmethod
+    async def refuse(interaction: discord.Interaction, text: str) -> None:
+        """A private refusal, whether or not the interaction was already deferred."""
+        if interaction.response.is_done():
+            with contextlib.suppress(discord.NotFound):
+                await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+    def read_prompt(self, prompt: str, attached: tuple[str, ...] = ()) -> list[tuple[GenerationRequest, str]]:
         """Each job of a prompt, checked against the configured models, with the prompt to show
         for it (as the user wrote it, permutations expanded; defaults filled in are not shown).
+        `attached` are attachment URLs, image prompts like the links the prompt starts with.
         PromptError says what is wrong."""
         settings = self.bot.settings
         loras = list_loras(settings.catalog.lora_dir)
-        return [(validate_request(request, settings.catalog, available_loras=loras), request.to_prompt())
-                for request in parse_prompt(prompt, settings.limits)]
+        requests = []
+        for request in parse_prompt(prompt, settings.limits):
+            request = replace(request, image_urls=request.image_urls + attached)
+            if len(request.image_urls) > MAX_IMAGE_PROMPTS:
+                raise PromptError(f"at most {MAX_IMAGE_PROMPTS} image prompts (links and attachments together)")
+            requests.append((validate_request(request, settings.catalog, available_loras=loras), request.to_prompt()))
+        return requests
 
     async def user(self, user_id: int) -> User:
         """The user's row with their /settings (made on first use)."""
@@ -120,22 +266,20 @@ class Imagine(commands.Cog):
         """Queue the jobs (over a cap: an ephemeral refusal, nothing written), then one message per job."""
         allowed = self.bot.settings.queue.allowed_modes
         if mode.value not in allowed:
-            await interaction.response.send_message(
-                f"❌ {mode.value} mode is not available here: use one of {', '.join('--' + m for m in allowed)}.",
-                ephemeral=True)
+            await self.refuse(interaction, f"❌ {mode.value} mode is not available here: use one of "
+                                           f"{', '.join('--' + m for m in allowed)}.")
             return
         try:
             self.bot.jobs.scheduler.check_caps([(interaction.user.id, mode.value)] * len(new_jobs))
         except QueueFull as error:
-            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            await self.refuse(interaction, f"❌ {error}")
             return
-        deferred = await interaction.response.defer(thinking=True)
+        deferred = None if interaction.response.is_done() else await interaction.response.defer(thinking=True)
         try:
             job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=mode, jobs=new_jobs,
                                                  guild_id=interaction.guild_id, channel_id=interaction.channel_id)
         except QueueFull as error:  # another request of this user got in first
-            await interaction.delete_original_response()
-            await interaction.followup.send(f"❌ {error}", ephemeral=True)
+            await self.refuse(interaction, f"❌ {error}")
             return
         events = {job_id: self.bot.jobs.events(job_id) for job_id in job_ids}  # listening before any await
         async with self.bot.sessionmaker() as session:
@@ -276,6 +420,12 @@ class Imagine(commands.Cog):
             await interaction.response.send_message(
                 "❤️ Added to your favourites." if added else "❤️ Already in your favourites.", ephemeral=True)
             return
+        if action == Action.VARY_REGION:
+            await interaction.response.send_modal(RegionForm(self, parent, index or 0))
+            return
+        if action == Action.ZOOM_CUSTOM:
+            await interaction.response.send_modal(ZoomForm(self, parent, index or 0))
+            return
         user = await self.user(interaction.user.id)
         new_job = self.job_for_button(user, action, parent, index or 0)
         if user.remix and action in REMIXABLE:
@@ -290,7 +440,29 @@ class Imagine(commands.Cog):
             return variation_job(parent, index, "subtle" if action == Action.VARY_SUBTLE else "strong")
         if action == Action.VARY:  # V1–V4 follow the presser's /settings
             return variation_job(parent, index, user.variability.value)
+        if action in PANS:
+            return pan_job(parent, index, PANS[action])
+        if action in (Action.ZOOM_2, Action.ZOOM_15):
+            return zoom_job(parent, index, 2.0 if action == Action.ZOOM_2 else 1.5)
+        if action == Action.SQUARE:
+            return square_job(parent, index)
         return upscale_job(parent, index, "subtle" if action == Action.UPSCALE_SUBTLE else "creative")
+
+    async def start_region(self, interaction: discord.Interaction, parent: Job, index: int, region_text: str,
+                           prompt: str) -> None:
+        """Vary (Region) once its form is sent: the region read, the (new) prompt checked."""
+        user = await self.user(interaction.user.id)
+        try:
+            box = read_region(region_text)
+            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix))
+            if len(requests) != 1 or requests[0][0].image_urls:
+                raise PromptError("Vary (Region) takes one prompt: no {permutations}, --repeat or image links")
+        except PromptError as error:
+            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            return
+        request, shown = requests[0]
+        await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
+                              [region_job(parent, index, box, request.to_dict(), shown)])
 
     async def start_remixed(self, interaction: discord.Interaction, new_job: NewJob, prompt: str) -> None:
         """Remix mode: the job the button asked for, with the prompt as the user edited it."""
@@ -316,7 +488,7 @@ class Imagine(commands.Cog):
                                        interaction.filesize_limit)
         await interaction.followup.send(
             f"**{parent.prompt}** - Image #{index + 1} <@{interaction.user.id}>", file=file,
-            view=single_view(parent.id, index), allowed_mentions=ALLOWED_MENTIONS)
+            view=single_view(parent.id, index, square=image.width == image.height), allowed_mentions=ALLOWED_MENTIONS)
 
 async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(Imagine(bot))

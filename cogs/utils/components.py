@@ -29,6 +29,15 @@ class Action(enum.StrEnum):
     UPSCALE_CREATIVE = "uc"
     VARY_SUBTLE = "vs"
     VARY_STRONG = "vx"
+    VARY_REGION = "rg"
+    ZOOM_2 = "z2"
+    ZOOM_15 = "z15"
+    ZOOM_CUSTOM = "zc"
+    PAN_LEFT = "pl"
+    PAN_RIGHT = "pr"
+    PAN_UP = "pu"
+    PAN_DOWN = "pd"
+    SQUARE = "sq"
     FAVOURITE = "fav"
 
 
@@ -78,12 +87,20 @@ def grid_view(job_id: int, count: int = 4) -> discord.ui.View:
     return view
 
 
-def single_view(job_id: int, index: int) -> discord.ui.View:
-    """Under one picture: upscales, variations and ❤️."""
+def single_view(job_id: int, index: int, *, square: bool = True) -> discord.ui.View:
+    """Under one picture: upscales, variations, zooms, pans (and Make Square when it is not
+    square), and ❤️."""
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton(Action.UPSCALE_SUBTLE, job_id, index, label="Upscale (Subtle)", emoji="⬆️", row=0))
-    view.add_item(JobButton(Action.UPSCALE_CREATIVE, job_id, index, label="Upscale (Creative)", emoji="⬆️", row=0))
-    view.add_item(JobButton(Action.VARY_SUBTLE, job_id, index, label="Vary (Subtle)", emoji="🪄", row=1))
-    view.add_item(JobButton(Action.VARY_STRONG, job_id, index, label="Vary (Strong)", emoji="🪄", row=1))
-    view.add_item(JobButton(Action.FAVOURITE, job_id, index, emoji="❤️", row=2))
+    rows: list[list[tuple[Action, str | None, str | None]]] = [
+        [(Action.UPSCALE_SUBTLE, "Upscale (Subtle)", "⬆️"), (Action.UPSCALE_CREATIVE, "Upscale (Creative)", "⬆️"),
+         (Action.VARY_SUBTLE, "Vary (Subtle)", "🪄"), (Action.VARY_STRONG, "Vary (Strong)", "🪄"),
+         (Action.VARY_REGION, "Vary (Region)", "🖌️")],
+        [(Action.ZOOM_2, "Zoom Out 2x", "🔍"), (Action.ZOOM_15, "Zoom Out 1.5x", "🔍"),
+         (Action.ZOOM_CUSTOM, "Custom Zoom", "🔍")] + ([] if square else [(Action.SQUARE, "Make Square", "↔️")]),
+        [(Action.PAN_LEFT, None, "⬅️"), (Action.PAN_RIGHT, None, "➡️"), (Action.PAN_UP, None, "⬆️"),
+         (Action.PAN_DOWN, None, "⬇️"), (Action.FAVOURITE, None, "❤️")],
+    ]
+    for row_number, row in enumerate(rows):
+        for action, label, emoji in row:
+            view.add_item(JobButton(action, job_id, index, label=label, emoji=emoji, row=row_number))
     return view

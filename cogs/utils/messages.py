@@ -19,9 +19,21 @@ def job_title(job: Job) -> str:
     if job.kind == JobKind.VARIATION:
         strength = "Strong" if options.get("variability") == "strong" else "Subtle"
         return f"Variations ({strength}) by <@{job.user_id}>"
-    if job.kind == JobKind.UPSCALE:
-        return f"Upscaled ({options.get('upscale_mode', 'subtle').title()}) by <@{job.user_id}>"
-    return f"<@{job.user_id}>"
+    who = f"<@{job.user_id}>"
+    match job.kind:
+        case JobKind.UPSCALE:
+            return f"Upscaled ({options.get('upscale_mode', 'subtle').title()}) by {who}"
+        case JobKind.ZOOM:
+            return f"Zoom Out ({options.get('factor', 2):g}x) by {who}"
+        case JobKind.PAN:
+            return f"Pan {options.get('direction', 'right').title()} by {who}"
+        case JobKind.SQUARE:
+            return f"Make Square by {who}"
+        case JobKind.REGION:
+            return f"Variations (Region) by {who}"
+        case JobKind.BLEND:
+            return f"Blend of {len(options.get('inputs', ()))} pictures by {who}"
+    return who
 
 
 def headline(job: Job, status: str | None = None) -> str:
@@ -35,7 +47,7 @@ async def result_message(job: Job, size_limit: int) -> dict[str, Any]:
     own buttons. `job` must have its images loaded."""
     images = await load_images([image.path for image in job.images])
     if len(images) == 1:
-        picture, view = images[0], single_view(job.id, 0)
+        picture, view = images[0], single_view(job.id, 0, square=images[0].width == images[0].height)
     else:
         picture, view = await asyncio.to_thread(make_grid, images), grid_view(job.id, len(images))
     file = await asyncio.to_thread(encode_for_upload, picture, f"job-{job.id}", size_limit)

@@ -15,12 +15,14 @@ from helpers.discord_harness import (
     SIZE_LIMIT,
     FakeDiscord,
     Recorded,
+    attachment_payload,
     command_payload,
     component_payload,
     guild_create_payload,
     modal_submit_payload,
     reaction_payload,
     ready_payload,
+    with_attachments,
 )
 
 from bot.bot import ImagineBot
@@ -37,9 +39,14 @@ class Harness:
     discord: FakeDiscord
 
     def command(self, name: str, user_id: int, option_types: dict[str, int] | None = None,
-                size_limit: int = SIZE_LIMIT, **options: Any) -> str:
-        """Run a slash command as `user_id`; returns the interaction token (its requests' key)."""
+                size_limit: int = SIZE_LIMIT, files: dict[str, tuple[str, bytes]] | None = None,
+                **options: Any) -> str:
+        """Run a slash command as `user_id`; returns the interaction token (its requests' key).
+        `files` maps attachment options to (filename, bytes) uploaded with the command."""
         payload = command_payload(name, options, user_id, option_types=option_types, size_limit=size_limit)
+        if files:
+            with_attachments(payload, {key: attachment_payload(self.discord, filename, data)
+                                       for key, (filename, data) in files.items()})
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
 

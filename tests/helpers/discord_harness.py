@@ -298,6 +298,22 @@ def command_payload(name: str, options: dict[str, Any], user_id: int, *, permiss
     return payload
 
 
+def attachment_payload(server: FakeDiscord, filename: str, data: bytes, content_type: str = "image/png"
+                       ) -> dict[str, Any]:
+    """An uploaded file, served by the fake server like Discord's CDN serves attachments."""
+    server.attachments[filename] = data
+    url = f"{server.base_url}/attachments/{filename}"
+    return {"id": snowflake(), "filename": filename, "size": len(data), "content_type": content_type,
+            "url": url, "proxy_url": url}
+
+
+def with_attachments(payload: dict[str, Any], attachments: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Attachment options (type 11) on a command payload, resolved as Discord sends them."""
+    payload["data"]["options"] += [{"name": key, "type": 11, "value": a["id"]} for key, a in attachments.items()]
+    payload["data"]["resolved"] = {"attachments": {a["id"]: a for a in attachments.values()}}
+    return payload
+
+
 def component_payload(message: dict[str, Any], custom_id: str, user_id: int, *, permissions: int = 0,
                       values: list[str] | None = None) -> dict[str, Any]:
     """INTERACTION_CREATE for a button press on `message` (as the fake server holds it), or for
