@@ -55,8 +55,8 @@ async def test_buttons_pick_one_picture_and_start_jobs_for_whoever_presses_them(
     single = await harness.result(pick)
     assert single.content == "**a blue square on a yellow background --seed 11** - Image #2 <@5151>"
     assert image_of(single).size == (64, 64)
-    assert single.custom_ids() == [f"job:us:{job_id}:1", f"job:uc:{job_id}:1", f"job:vs:{job_id}:1",
-                                   f"job:vx:{job_id}:1", f"job:fav:{job_id}:1"]
+    assert single.custom_ids() == [f"job:{action}:{job_id}:1" for action in (
+        "us", "uc", "vs", "vx", "rg", "z2", "z15", "zc", "pl", "pr", "pu", "pd", "fav")]  # square: no Make Square
 
     vary = harness.press(grid_id, f"job:v:{job_id}:1", OTHER)  # V2
     varied = await harness.result(vary)

@@ -18,7 +18,12 @@ async def test_sync_to_one_server_then_globally(fake_discord):
     assert "imagine" in names
     (put,) = fake_discord.find("PUT", f"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands")
     imagine = next(command for command in put.json if command["name"] == "imagine")
-    assert [(option["name"], option["required"]) for option in imagine["options"]] == [("prompt", True)]
+    assert [(option["name"], option["required"]) for option in imagine["options"]] == [
+        ("prompt", True), ("image", False)]
+    blend = next(command for command in put.json if command["name"] == "blend")
+    assert [option["name"] for option in blend["options"] if option["required"]] == ["image1", "image2"]
+    assert {"imagine", "blend", "info", "cancel", "fast", "relax", "turbo", "settings", "history"} <= {
+        command["name"] for command in put.json}
 
     assert "imagine" in await sync_commands(settings, "fake-token", None)
     assert fake_discord.find("PUT", f"/applications/{APPLICATION_ID}/commands")
