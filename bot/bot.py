@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
 INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.queue", "cogs.reactions", "cogs.settings",
-                                         "cogs.history")
+                                         "cogs.history", "cogs.describe")
 
 
 def build_engine(settings: Settings) -> Engine:

@@ -292,6 +292,22 @@ def _cmd_blend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_describe(args: argparse.Namespace) -> int:
+    """`describe`: four prompts for a picture file, one per line."""
+    from generation.describe import load_describer
+
+    settings = load_settings()
+    try:
+        picture = _read_picture(args.image, settings)
+        describer = load_describer(settings.catalog.describe_model)
+    except Exception as error:  # FetchError, OSError: the picture or the captioner cannot be used
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    for suggestion in describer.suggestions(picture):
+        print(suggestion)
+    return 0
+
+
 def _cmd_train_builtin(args: argparse.Namespace) -> int:
     from generation.builtin.train import main as train_main
 
@@ -359,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     blend.add_argument("--prompt", help="words that steer the blend (optional)")
     blend.add_argument("--out", required=True, help="folder for grid.png and 1.png-4.png")
     blend.set_defaults(handler=_cmd_blend)
+
+    describe = commands.add_parser("describe", help="/describe: four prompts for a picture file")
+    describe.add_argument("image", help="a picture file")
+    describe.set_defaults(handler=_cmd_describe)
 
     # its own options (--phase, --work-dir, --help) are read by the trainer
     train = commands.add_parser("train-builtin", help="retrain the built-in model (about 90 minutes on 2 cores)",

@@ -72,6 +72,7 @@ class _Models(_Section):
     niji: _NijiSection = Field(default_factory=_NijiSection)
     styles: dict[str, _Style] = Field(default_factory=dict)
     samplers: list[str] = Field(default_factory=lambda: list(KNOWN_SAMPLERS))
+    describe: str = "builtin"
 
 
 class _Limits(_Section):
@@ -213,6 +214,7 @@ def _settings_from(file: _File, base: Path) -> Settings:
         niji_default=niji_default,
         styles={name: StyleOption(name, s.suffix, s.lora, s.lora_weight) for name, s in models.styles.items()},
         samplers=tuple(models.samplers),
+        describe_model=models.describe if models.describe == "builtin" else str(_resolve(base, models.describe)),
     )
     if file.queue.default_mode not in file.queue.allowed_modes:
         raise ValueError(f"queue.default_mode {file.queue.default_mode!r} is not in queue.allowed_modes")

@@ -150,6 +150,11 @@ class Imagine(commands.Cog):
                            image="A picture to start from (an image prompt; --iw sets how strongly)")
     async def imagine(self, interaction: discord.Interaction, prompt: str,
                       image: discord.Attachment | None = None) -> None:
+        await self.imagine_prompt(interaction, prompt, image)
+
+    async def imagine_prompt(self, interaction: discord.Interaction, prompt: str,
+                             image: discord.Attachment | None = None) -> None:
+        """/imagine's work, also started by /describe's buttons."""
         user = await self.user(interaction.user.id)
         attached = (image.url,) if image is not None else ()
         try:

@@ -72,6 +72,7 @@ class ModelCatalog:
     niji_default: str | None = None
     styles: dict[str, StyleOption] = field(default_factory=dict)
     samplers: tuple[str, ...] = KNOWN_SAMPLERS
+    describe_model: str = "builtin"  # /describe: the built-in captioner, or a BLIP folder
 
     def __post_init__(self) -> None:
         if self.default_version not in self.versions:

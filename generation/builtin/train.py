@@ -420,9 +420,10 @@ def train_lora(plan: TrainingPlan, work: Path, style: Style) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="train-builtin", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--phase", choices=("all", "base", "decoder", "lora"), default="all",
+    parser.add_argument("--phase", choices=("all", "base", "decoder", "lora", "captioner"), default="all",
                         help="base: tokenizer, VAE, UNet and text encoder, then the decoder; "
-                             "decoder: sharpen the VAE decoder only; lora: the style LoRAs")
+                             "decoder: sharpen the VAE decoder only; lora: the style LoRAs; "
+                             "captioner: the /describe network")
     parser.add_argument("--work-dir", type=Path, default=Path(".cache/train-builtin"),
                         help="checkpoints and intermediate files (resumed from when present)")
     args = parser.parse_args(argv)
@@ -450,6 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "lora"):
         for style in LORA_STYLES:
             train_lora(plan, work, style)
+    if args.phase in ("all", "captioner"):
+        from .captioner import train as train_captioner
+
+        train_captioner()
     log.info("done in %.1f minutes", (time.monotonic() - started) / 60)
 
 

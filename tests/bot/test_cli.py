@@ -165,6 +165,10 @@ def test_every_image_job_runs_on_files_and_writes_pngs_with_parameters(tmp_path)
     prompted = run_bot("imagine", "a circle --iw 2 --steps 6", "--image", str(source), "--out", str(tmp_path / "i"))
     assert prompted.returncode == 0, prompted.stderr
     assert json.loads(prompted.stdout)["params"]["strength"] == 0.6
+    described = run_bot("describe", str(source))
+    assert described.returncode == 0, described.stderr
+    suggestions = described.stdout.splitlines()
+    assert len(suggestions) == 4 and "blue" in suggestions[0]
     refused = run_bot("blend", str(source), "--out", str(tmp_path / "x"))
     assert refused.returncode == 2 and "2 to 5 pictures" in refused.stderr
     bad_box = run_bot("region", str(source), "--box", "25,25", "--out", str(tmp_path / "x"))

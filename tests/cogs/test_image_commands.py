@@ -36,6 +36,7 @@ async def test_an_attached_picture_is_an_image_prompt_kept_with_the_job(harness)
                                                                                         png_of("square", "green"))})
     result = await harness.result(token)
     job = await harness.job(1)
+    assert harness.discord.downloads == ["green.png"]
     (name,) = job.request["options"]["inputs"]
     assert harness.bot.store.input_path(name).exists()  # kept: a restart runs it again without fetching
     assert job.request["image_urls"][0].endswith("/attachments/green.png")
@@ -48,6 +49,15 @@ async def test_a_link_that_is_not_a_picture_is_refused_privately_and_nothing_is_
     link = f"{harness.discord.base_url}/attachments/page.png"
     text = await harness.ephemeral_text(harness.command("imagine", OWNER, prompt=f"{link} a red circle"))
     assert text == "❌ the picture: that is not a picture in a format this bot reads (PNG, JPEG, WEBP, GIF)"
+    async with harness.bot.sessionmaker() as session:
+        assert await repo.list_history(session, user_id=OWNER) == []
+
+
+async def test_an_attachment_over_the_size_limit_is_refused_before_it_is_downloaded(harness):
+    token = harness.command("imagine", OWNER, prompt="a red circle",
+                            files={"image": ("huge.png", b"\0" * (10 * 1024 * 1024 + 1))})
+    assert await harness.ephemeral_text(token) == "❌ the picture is larger than 10 MiB"
+    assert harness.discord.downloads == []  # refused on its declared size, never fetched
     async with harness.bot.sessionmaker() as session:
         assert await repo.list_history(session, user_id=OWNER) == []
 

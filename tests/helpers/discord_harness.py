@@ -95,6 +95,7 @@ class FakeDiscord:
         self.runner: web.AppRunner | None = None
         self.base_url = ""
         self.attachments: dict[str, bytes] = {}  # served at /attachments/<name> (image prompts, /blend)
+        self.downloads: list[str] = []  # attachment names, each time one is fetched
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -130,7 +131,9 @@ class FakeDiscord:
     async def handle(self, request: web.Request) -> web.Response:
         path = request.path.removeprefix("/api/v10")
         if path.startswith("/attachments/"):
-            return web.Response(body=self.attachments[path.rsplit("/", 1)[1]], content_type="image/png")
+            name = path.rsplit("/", 1)[1]
+            self.downloads.append(name)
+            return web.Response(body=self.attachments[name], content_type="image/png")
         body, files = await self._read_body(request)
         record = Recorded(request.method, path, body, files, dict(request.query))
         self.requests.append(record)
