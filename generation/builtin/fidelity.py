@@ -2,9 +2,11 @@
 
     python -m generation.builtin.fidelity [--steps 20] [--sheet contact-sheet.png]
 
-Prints, over a fixed set of prompts and seeds: colour accuracy, shape accuracy,
-background accuracy, how much a negative prompt naming a colour cuts that colour,
-and each LoRA's style measure at weight 0 and 1. The figures go in MODEL_CARD.md.
+Prints, over a fixed set of prompts and seeds: colour accuracy, shape accuracy (by the
+geometric test of analysis.py, and by the /describe captioner, a classifier trained on
+the world's drawings), background accuracy, how much a negative prompt naming a colour
+cuts that colour, and each LoRA's style measure at weight 0 and 1. The figures go in
+MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from . import LORA_DIR, MODEL_DIR
 from .analysis import background_colour, blockiness, classify_shape, colour_share, dominant_colour, outline_darkness
+from .captioner import Captioner
 from .world import SHAPE_COLOURS, SHAPES
 
 GUIDANCE = 6.0
@@ -78,6 +81,13 @@ def measure(pipe, *, steps: int, seeds_per_case: int = 2) -> tuple[dict[str, flo
                                                                                                 strict=True)]))
     figures["shape accuracy"] = float(np.mean([classify_shape(i, c.colour) == c.shape for i, c in zip(
         images, expected, strict=True)]))
+    readings = [Captioner().read(image) for image in images]  # a learned shape classifier, beside the geometric one
+    figures["shape accuracy (captioner)"] = float(np.mean([bool(r.shapes) and r.shapes[0].shape == c.shape
+                                                           for r, c in zip(readings, expected, strict=True)]))
+    for shape in SHAPES:
+        figures[f"  {shape}s read as {shape}s (captioner)"] = float(np.mean([
+            bool(r.shapes) and r.shapes[0].shape == shape for r, c in zip(readings, expected, strict=True)
+            if c.shape == shape]))
     figures["background accuracy"] = float(np.mean([background_colour(i) == c.background for i, c in zip(
         images, expected, strict=True)]))
     samples += list(zip(prompts, images, strict=True))[::seeds_per_case]
