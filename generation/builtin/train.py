@@ -57,7 +57,7 @@ class TrainingPlan:
     base_steps: int = 12_000
     base_batch: int = 32
     base_lr: float = 4e-4
-    lora_steps: int = 2_000
+    lora_steps: int = 1_500
     lora_batch: int = 16
     lora_lr: float = 5e-4
     lora_rank: int = 8

@@ -167,7 +167,7 @@ async def test_hundreds_of_concurrent_submitters_lose_nothing(runner_factory, se
     assert set(await wait_done(sessionmaker, job_ids, timeout=120)) == {JobState.DONE}
     stop.set()
     await watcher
-    assert max(lags) < 0.5, f"event loop blocked for {max(lags):.3f} s"
+    assert max(lags) < 1.0, f"event loop blocked for {max(lags):.3f} s"  # a blocked loop stalls for the whole job
 
 
 async def test_a_hard_kill_mid_generation_loses_nothing_and_runs_nothing_twice(tmp_path):
