@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from helpers.discord_harness import image_of
+from PIL import Image
 
 from generation.builtin.analysis import background_colour, dominant_colour
 from storage.models import JobKind, JobState
@@ -42,6 +43,8 @@ async def test_imagine_defers_shows_progress_then_posts_the_grid_with_buttons(ha
     job = await harness.job(job_id)
     assert (job.state, job.user_id, job.kind) == (JobState.DONE, OWNER, JobKind.IMAGINE)
     assert [image.seed for image in job.images] == [5, 6, 7, 8]
+    for quadrant, image in zip(quadrants(grid), job.images, strict=True):  # the grid is the job's four pictures
+        assert quadrant.tobytes() == Image.open(image.path).convert("RGB").tobytes()
 
 
 async def test_buttons_pick_one_picture_and_start_jobs_for_whoever_presses_them(harness):
