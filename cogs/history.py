@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.delivery import ALLOWED_MENTIONS
-from cogs.utils.messages import result_message
+from cogs.utils.messages import result_message, shorten
 from storage import repository as repo
 from storage.models import Job, JobState
 
@@ -26,10 +26,6 @@ STATE_MARKS = {JobState.DONE: "", JobState.QUEUED: " · queued", JobState.RUNNIN
                JobState.FAILED: " · failed", JobState.CANCELLED: " · cancelled"}
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def history_embed(jobs: list[Job], text: str | None, page: int) -> discord.Embed:
     title = f"Your jobs matching “{text}”" if text else "Your jobs"
     embed = discord.Embed(title=title, colour=discord.Colour.blurple())
@@ -39,7 +35,7 @@ def history_embed(jobs: list[Job], text: str | None, page: int) -> discord.Embed
         created = job.created_at.replace(tzinfo=job.created_at.tzinfo or UTC)  # SQLite hands back naive UTC
         when = discord.utils.format_dt(created, "R")
         embed.add_field(name=f"`{job.id}` {job.kind.value}{STATE_MARKS[job.state]}", inline=False,
-                        value=f"{_shorten(job.prompt, 200)}\n{when}")
+                        value=f"{shorten(job.prompt, 200)}\n{when}")
     embed.set_footer(text=f"Page {page + 1}")
     return embed
 
@@ -52,7 +48,7 @@ class HistoryView(discord.ui.View):
         self.previous_page.disabled = page == 0
         self.next_page.disabled = not has_next
         showable = [job for job in jobs if job.state == JobState.DONE and job.images]
-        self.show.options = [discord.SelectOption(label=f"{job.id}: {_shorten(job.prompt, 90)}", value=str(job.id))
+        self.show.options = [discord.SelectOption(label=f"{job.id}: {shorten(job.prompt, 90)}", value=str(job.id))
                              for job in showable] or [discord.SelectOption(label="nothing to show", value="0")]
         self.show.disabled = not showable
 

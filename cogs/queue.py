@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.messages import shorten
 from storage import repository as repo
 from storage.models import JobState, QueueMode
 
@@ -22,10 +23,6 @@ MODE_HELP = {
     QueueMode.RELAX: "Relax: your jobs wait behind fast and turbo ones.",
     QueueMode.TURBO: "Turbo: your jobs go first.",
 }
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _duration(seconds: float) -> str:
@@ -51,14 +48,14 @@ class Queue(commands.Cog):
         running = [job for job in unfinished if job.state == JobState.RUNNING]
         queued = [job for job in unfinished if job.state == JobState.QUEUED]
         embed.add_field(name=f"Running ({len(running)})", inline=False, value="\n".join(
-            f"`{job.id}` {_shorten(job.prompt)}" for job in running) or "nothing")
+            f"`{job.id}` {shorten(job.prompt)}" for job in running) or "nothing")
         lines = []
         for job in queued:
             position = self.bot.jobs.position(job.id)
             estimate = self.bot.jobs.estimate_seconds(job.id)
             where = f"{position + 1} in the queue" if position is not None else "waiting"
             about = f", about {_duration(estimate)}" if estimate is not None else ""
-            lines.append(f"`{job.id}` {_shorten(job.prompt)} ({where}{about})")
+            lines.append(f"`{job.id}` {shorten(job.prompt)} ({where}{about})")
         embed.add_field(name=f"Queued ({len(queued)})", value="\n".join(lines) or "nothing", inline=False)
         embed.add_field(name="Usage", inline=False, value=(
             f"{usage.jobs_done} jobs, {usage.images} pictures, {_duration(usage.generation_seconds)} of generation"))
@@ -79,7 +76,7 @@ class Queue(commands.Cog):
             return
         await self.bot.jobs.cancel(target.id)
         how = "stops at its next step" if target.state == JobState.RUNNING else "will not run"
-        await interaction.response.send_message(f"Cancelled job `{target.id}` ({_shorten(target.prompt)}): it {how}.",
+        await interaction.response.send_message(f"Cancelled job `{target.id}` ({shorten(target.prompt)}): it {how}.",
                                                 ephemeral=True)
 
     async def _set_mode(self, interaction: discord.Interaction, mode: QueueMode) -> None:

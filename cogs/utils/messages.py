@@ -13,6 +13,11 @@ from storage.models import Job, JobKind, QueueMode
 MODE_NAMES = {QueueMode.FAST: "fast", QueueMode.RELAX: "relaxed", QueueMode.TURBO: "turbo"}
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """Text cut to `limit` characters with an ellipsis (Discord limits fields and labels)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def job_title(job: Job) -> str:
     """What the job is, after the prompt: Midjourney's wording."""
     options = job.request.get("options", {})

@@ -30,12 +30,12 @@ async def test_progress_edits_are_throttled(start_bot):
 
 async def test_a_deleted_progress_message_ends_updates_quietly_and_the_job_still_finishes(harness, gate):
     token = harness.command("imagine", OWNER, prompt="a blue star")
-    await harness.discord.wait_for(lambda: [r for r in harness.of(token) if "Waiting to start" in (r.content or "")])
-    harness.discord.deleted.add(harness.discord.originals[token])  # the user deleted it
+    await harness.discord.wait_for(lambda: [r for r in harness.of(token) if "(0%)" in (r.content or "")])
+    harness.discord.deleted.add(harness.discord.originals[token])  # the user deleted it (the job is held)
     gate.set()
     result = await harness.result(token)
     patches = [r for r in harness.of(token) if r.method == "PATCH"]
-    assert len(patches) == 2  # "Waiting to start", then the one edit that met the 404: no more tries
+    assert len(patches) == 3  # "Waiting to start", "(0%)", then the one edit that met the 404: no more tries
     assert result.content == "**a blue star** - <@4242> (fast)"
     assert (await harness.job(1)).state == JobState.DONE
 

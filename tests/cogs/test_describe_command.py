@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import io
-
-from generation.builtin.world import Scene, ShapeSpec, render
+from helpers.discord_harness import drawn_png
 
 OWNER = 4242
 
 
-def png_of(shape: str, colour: str, background: str) -> bytes:
-    buffer = io.BytesIO()
-    render(Scene(background, (ShapeSpec(shape, colour, "large"),)), 64, 64).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 async def test_describe_suggests_four_prompts_and_a_button_imagines_one(harness):
-    token = harness.command("describe", OWNER, files={"image": ("shape.png", png_of("square", "blue", "white"))})
+    picture = drawn_png("square", "blue", "white")
+    token = harness.command("describe", OWNER, files={"image": ("shape.png", picture)})
     answer = await harness.discord.wait_for(lambda: next(
         (r for r in harness.of(token) if r.method == "PATCH" and "**Describe**" in (r.content or "")), None))
     lines = answer.content.splitlines()

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from helpers.discord_harness import image_of
+from helpers.discord_harness import component, image_of
 
 from storage import repository as repo
 from storage.models import JobKind, QueueMode
 
 OWNER = 4242
-
-
-def component(message: dict, label_or_placeholder: str) -> dict:
-    return next(c for row in message["components"] for c in row["components"]
-                if label_or_placeholder in (c.get("label"), c.get("placeholder")))
 
 
 async def test_history_pages_filters_and_brings_a_job_back(harness):

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
-from helpers.discord_harness import image_of
+from helpers.discord_harness import drawn_png, image_of
 from PIL import Image
 
-from generation.builtin.world import Scene, ShapeSpec, render
 from storage import repository as repo
 from storage.models import JobKind, JobState
 
 OWNER = 4242
-
-
-def png_of(shape: str, colour: str, background: str = "white") -> bytes:
-    buffer = io.BytesIO()
-    render(Scene(background, (ShapeSpec(shape, colour, "large"),)), 64, 64).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def form_of(harness, token: str) -> dict:
@@ -32,8 +23,8 @@ def inputs_of(form: dict) -> list[str]:
 
 
 async def test_an_attached_picture_is_an_image_prompt_kept_with_the_job(harness):
-    token = harness.command("imagine", OWNER, prompt="a circle --iw 3", files={"image": ("green.png",
-                                                                                        png_of("square", "green"))})
+    green = drawn_png("square", "green")
+    token = harness.command("imagine", OWNER, prompt="a circle --iw 3", files={"image": ("green.png", green)})
     result = await harness.result(token)
     job = await harness.job(1)
     assert harness.discord.downloads == ["green.png"]
@@ -64,7 +55,7 @@ async def test_an_attachment_over_the_size_limit_is_refused_before_it_is_downloa
 
 async def test_blend_mixes_the_attached_pictures_into_a_grid(harness):
     token = harness.command("blend", OWNER, dimensions="landscape", files={
-        "image1": ("red.png", png_of("circle", "red")), "image2": ("blue.png", png_of("square", "blue"))})
+        "image1": ("red.png", drawn_png("circle", "red")), "image2": ("blue.png", drawn_png("square", "blue"))})
     result = await harness.result(token)
     assert result.content == "**blend of 2 pictures --ar 3:2** - Blend of 2 pictures by <@4242> (fast)"
     grid = image_of(result)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from helpers.discord_harness import component
+
 from storage import repository as repo
 from storage.models import QueueMode, Variability
 
 OWNER, OTHER = 4242, 5151
-
-
-def component(message: dict, label_or_placeholder: str) -> dict:
-    return next(c for row in message["components"] for c in row["components"]
-                if label_or_placeholder in (c.get("label"), c.get("placeholder")))
 
 
 async def stored_settings(harness):

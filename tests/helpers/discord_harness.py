@@ -78,6 +78,21 @@ class Recorded:
         return [c["custom_id"] for row in rows for c in row.get("components", []) if "custom_id" in c]
 
 
+def component(message: dict[str, Any], label_or_placeholder: str) -> dict[str, Any]:
+    """The button (by label) or select (by placeholder) in a message's components."""
+    return next(c for row in message["components"] for c in row["components"]
+                if label_or_placeholder in (c.get("label"), c.get("placeholder")))
+
+
+def drawn_png(shape: str, colour: str, background: str = "white") -> bytes:
+    """A picture of the built-in model's world, as a user would upload it."""
+    from generation.builtin.world import Scene, ShapeSpec, render
+
+    buffer = io.BytesIO()
+    render(Scene(background, (ShapeSpec(shape, colour, "large"),)), 64, 64).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def image_of(record: Recorded) -> Image.Image:
     """The one picture a recorded request uploaded."""
     (data,) = record.files.values()
