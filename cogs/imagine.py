@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.fetch import FetchError, fetch_image, readable_size
 from cogs.utils.components import Action, JobButton, single_view
-from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, encode_for_upload, load_images
+from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, defer_thinking, encode_for_upload, load_images
 from cogs.utils.messages import headline, result_message
 from generation.catalog import list_loras
 from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
@@ -154,17 +154,28 @@ class Imagine(commands.Cog):
 
     async def imagine_prompt(self, interaction: discord.Interaction, prompt: str,
                              image: discord.Attachment | None = None) -> None:
-        """/imagine's work, also started by /describe's buttons."""
-        user = await self.user(interaction.user.id)
+        """/imagine's work, also started by /describe's buttons.
+
+        The prompt alone is read before anything else, so that a mistake in it is answered
+        at once and privately; then the interaction is deferred before any database or
+        network wait (Discord drops interactions not answered within 3 s, and a burst of
+        them queues up on the database)."""
         attached = (image.url,) if image is not None else ()
         try:
-            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix), attached)
+            requests = self.read_prompt(prompt, attached)
         except PromptError as error:
             await interaction.response.send_message(f"❌ {error}", ephemeral=True)
             return
+        await defer_thinking(interaction)
+        user = await self.user(interaction.user.id)
+        if user.default_suffix:
+            try:
+                requests = self.read_prompt(apply_suffix(prompt, user.default_suffix), attached)
+            except PromptError as error:
+                await self.refuse(interaction, f"❌ {error} (with your /settings)")
+                return
         inputs: list[str] = []
         if requests[0][0].image_urls:  # the same pictures for every job of the prompt
-            await interaction.response.defer(thinking=True)
             try:
                 inputs = await self.keep_pictures(requests[0][0].image_urls, [image] if image else [])
             except FetchError as error:
@@ -186,7 +197,6 @@ class Imagine(commands.Cog):
                     image5: discord.Attachment | None = None, dimensions: str = "square",
                     prompt: str | None = None) -> None:
         pictures = [a for a in (image1, image2, image3, image4, image5) if a is not None]
-        user = await self.user(interaction.user.id)
         aspect = BLEND_DIMENSIONS.get(dimensions, "1:1")
         try:
             if prompt and prompt.strip():
@@ -198,7 +208,8 @@ class Imagine(commands.Cog):
         except PromptError as error:
             await interaction.response.send_message(f"❌ {error}", ephemeral=True)
             return
-        await interaction.response.defer(thinking=True)
+        await defer_thinking(interaction)
+        user = await self.user(interaction.user.id)
         try:
             inputs = await self.keep_pictures([a.url for a in pictures], pictures)
         except FetchError as error:
@@ -279,7 +290,8 @@ class Imagine(commands.Cog):
         except QueueFull as error:
             await self.refuse(interaction, f"❌ {error}")
             return
-        deferred = None if interaction.response.is_done() else await interaction.response.defer(thinking=True)
+        if not interaction.response.is_done():
+            await defer_thinking(interaction)
         try:
             job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=mode, jobs=new_jobs,
                                                  guild_id=interaction.guild_id, channel_id=interaction.channel_id)
@@ -292,8 +304,8 @@ class Imagine(commands.Cog):
         for number, job in enumerate(jobs):
             message = JobMessage(self.bot, interaction.channel_id or 0, interaction, original=number == 0,
                                  min_interval=self.bot.settings.discord.progress_edit_seconds)
-            if number == 0 and deferred is not None:  # known now, so edits still work after the token expires
-                message.message_id = deferred.message_id
+            if number == 0:  # known now, so edits still work after the token expires
+                message.message_id = interaction.extras.get("original_message_id")
             waiting = self.waiting_text(job.id)
             if number == 0:
                 await message.edit(content=headline(job, waiting), allowed_mentions=ALLOWED_MENTIONS)

@@ -28,6 +28,13 @@ WEBP_QUALITIES = (95, 85, 70, 50)
 ALLOWED_MENTIONS = discord.AllowedMentions(users=True, roles=False, everyone=False, replied_user=False)
 
 
+async def defer_thinking(interaction: discord.Interaction) -> None:
+    """Answer with Discord's "thinking…" placeholder, and remember its message id so the job
+    message can still be edited through the channel once the interaction token expires."""
+    response = await interaction.response.defer(thinking=True)
+    interaction.extras["original_message_id"] = response.message_id if response is not None else None
+
+
 def encode_for_upload(image: Image.Image, name: str, size_limit: int) -> discord.File:
     """PNG when it fits under `size_limit`, else the best WebP that does (else the smallest)."""
     buffer = io.BytesIO()

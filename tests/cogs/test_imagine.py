@@ -77,6 +77,8 @@ async def test_bad_prompts_get_a_short_private_answer_and_nothing_is_queued(harn
     token = harness.command("imagine", OWNER, prompt="a red circle --ar 16:")
     reply = await harness.ephemeral_text(token)
     assert reply.startswith("❌ ") and "--ar" in reply
+    (answer,) = harness.of(token)  # the answer itself: no public "thinking…" shown first
+    assert answer.path.endswith("/callback") and answer.json["type"] == 4
     token = harness.command("imagine", OWNER, prompt="a red circle <lora:nosuch:1>")
     reply = await harness.ephemeral_text(token)
     assert "nosuch" in reply and "niji" in reply  # names the LoRAs that exist

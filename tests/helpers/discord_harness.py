@@ -63,6 +63,7 @@ class Recorded:
     json: Any = None
     files: dict[str, bytes] = field(default_factory=dict)  # filename -> bytes
     query: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when the fake server received it
 
     @property
     def content(self) -> str | None:

@@ -1,0 +1,147 @@
+"""Discord benchmark: how fast a burst of /imagine is acknowledged, and what it costs in requests.
+
+    .venv/bin/python bench/discord_bench.py [--jobs 50] [--users 10] [--progress-seconds 3]
+
+The real bot (setup_hook, cogs, the built-in model on this machine's CPU) talks to the
+fake Discord of tests/helpers/discord_harness.py. One job is started and left running,
+so the engine is busy; then `--jobs` /imagine interactions from `--users` users arrive
+at once. Printed:
+
+1. Acknowledgement latency (the interaction arriving to its deferral reaching Discord;
+   Discord drops interactions not answered within 3 s), p50/p99/max, and the time to
+   the "Waiting to start" text a user sees.
+2. Requests sent to Discord per job, by kind, once every job has delivered its grid.
+3. The busiest second: all requests, and those that count against the bot's global
+   rate limit (50/s; interaction callbacks and webhooks do not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from discord.http import Route  # noqa: E402
+from helpers.discord_harness import FakeDiscord, Recorded, command_payload, guild_create_payload, ready_payload  # noqa: E402
+
+from bot.bot import ImagineBot  # noqa: E402
+from bot.config import DiscordSettings, StorageSettings, load_settings  # noqa: E402
+from generation.builtin.world import SHAPE_COLOURS, SHAPES  # noqa: E402
+
+GLOBAL_RATE_LIMIT = 50  # requests per second per bot, outside interaction endpoints
+COLOURS = list(SHAPE_COLOURS)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def request_kind(record: Recorded) -> str:
+    parts = record.path.strip("/").split("/")
+    if parts[-1] == "callback":
+        return "callback (defer)"
+    if parts[0] == "webhooks":
+        if record.method == "POST":
+            return "followup with files" if record.files else "followup"
+        return f"webhook {record.method} " + ("(result)" if record.files else "(text)")
+    return f"{parts[0]} {record.method}"
+
+
+def counts_against_global_limit(record: Recorded) -> bool:
+    return not (record.path.startswith("/interactions/") or record.path.startswith("/webhooks/"))
+
+
+def busiest_second(times: list[float]) -> int:
+    times = sorted(times)
+    start, most = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def run(jobs: int, users: int, progress_seconds: float) -> None:
+    server = FakeDiscord()
+    await server.start()
+    Route.BASE = f"{server.base_url}/api/v10"
+    with tempfile.TemporaryDirectory() as folder:
+        settings = replace(load_settings(ROOT / "config.toml"),
+                           storage=StorageSettings(f"sqlite+aiosqlite:///{folder}/bot.db", Path(folder) / "images"),
+                           discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_seconds))
+        bot = ImagineBot(settings, guild_ready_timeout=0.01)  # builds the built-in engine as `run` would
+        await bot.login("fake-token")
+        bot._connection.parsers["READY"](ready_payload())
+        bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
+
+        def imagine(prompt: str, user_id: int) -> tuple[str, float]:
+            payload = command_payload("imagine", {"prompt": prompt}, user_id)
+            sent = time.monotonic()
+            bot._connection.parsers["INTERACTION_CREATE"](payload)
+            return payload["token"], sent
+
+        def of(token: str) -> list[Recorded]:
+            return [r for r in server.requests if f"/{token}" in r.path]
+
+        busy, _ = imagine("a red circle on a white background", 1)
+        await server.wait_for(lambda: any("%)" in (r.content or "") for r in of(busy)), timeout=300)
+
+        first_request = len(server.requests)
+        burst = [imagine(f"a {COLOURS[i % len(COLOURS)]} {SHAPES[i % len(SHAPES)]} --seed {i}", 100 + i % users)
+                 for i in range(jobs)]
+        burst_started = burst[0][1]
+
+        def first(token: str, predicate) -> Recorded | None:
+            return next((r for r in of(token) if predicate(r)), None)
+
+        await server.wait_for(lambda: all(first(t, lambda r: r.path.endswith("/callback")) for t, _ in burst), 60)
+        acks = [(first(t, lambda r: r.path.endswith("/callback")).at - sent) * 1000 for t, sent in burst]
+        await server.wait_for(lambda: all(first(t, lambda r: "Waiting" in (r.content or "")) for t, _ in burst), 60)
+        waiting = [(first(t, lambda r: "Waiting" in (r.content or "")).at - sent) * 1000 for t, sent in burst]
+        await server.wait_for(lambda: all(first(t, lambda r: r.method == "POST" and r.files) for t, _ in burst)
+                              and all(first(t, lambda r: r.method == "DELETE") for t, _ in burst), 60 * 60)
+        finished = time.monotonic()
+        await bot.close()
+        await server.close()
+
+    sent = server.requests[first_request:]
+    print(f"burst: {jobs} /imagine from {users} users while a job runs; progress edits at most every "
+          f"{progress_seconds:g} s; all {jobs} grids delivered {finished - burst_started:.1f} s after the burst")
+    print(f"acknowledgement (deferral) latency: p50 {percentile(acks, 0.5):.1f} ms, "
+          f"p99 {percentile(acks, 0.99):.1f} ms, max {max(acks):.1f} ms (Discord's limit: 3000 ms)")
+    print(f"'Waiting to start' shown after: p50 {percentile(waiting, 0.5):.1f} ms, "
+          f"p99 {percentile(waiting, 0.99):.1f} ms, mean {statistics.mean(waiting):.1f} ms")
+    per_job = [len(of(token)) for token, _ in burst]
+    print(f"requests to Discord per job: mean {statistics.mean(per_job):.2f}, min {min(per_job)}, max {max(per_job)}"
+          f" ({len(sent)} requests in all, {len(sent) / jobs:.2f} per job counting the busy job's tail)")
+    for kind, count in sorted(Counter(request_kind(r) for token, _ in burst for r in of(token)).items()):
+        print(f"  {kind:28s} {count / jobs:5.2f} per job")
+    limited = [r.at for r in sent if counts_against_global_limit(r)]
+    print(f"busiest second: {busiest_second([r.at for r in sent])} requests, {busiest_second(limited)} of them "
+          f"under the global rate limit ({GLOBAL_RATE_LIMIT}/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--users", type=int, default=10, help="the burst's users (each may queue 10 fast jobs)")
+    parser.add_argument("--progress-seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    asyncio.run(run(args.jobs, args.users, args.progress_seconds))
+
+
+if __name__ == "__main__":
+    main()
