@@ -4,6 +4,9 @@
 
 Prints, on the built-in model (grids of 4, the same steps, guidance and strength):
 - image prompt and /blend vs `img2img(prompt, image, strength)`;
+- an image prompt through an IP-Adapter (a tiny one built from a config, as in the
+  tests) vs the text-to-image pipeline with that adapter kept loaded: the engine
+  attaches it for the job and takes it off after;
 - zoom out, pan and Vary (Region) vs `inpaint(prompt, image, mask_image, strength)`;
   each as the median of the rounds, alternating engine and bare calls, and their ratio
   (the engine adds preparing the canvas, previews every 5 steps and putting the kept
@@ -17,7 +20,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 PROMPT = "two yellow stars on a blue background"
 
@@ -94,7 +104,23 @@ def main() -> None:
         return lambda: inpaint([PROMPT] * 4, image=[canvas.image] * 4, mask_image=[canvas.mask] * 4,
                                strength=strength, width=width, height=height, generator=generators(), **common)
 
+    from helpers.tiny_ip_adapter import write_tiny_ip_adapter
+
+    adapter_dir = tempfile.TemporaryDirectory()
+    weights = write_tiny_ip_adapter(Path(adapter_dir.name), text2img.unet)
+    ip_catalog = replace(catalog, versions={"builtin": ModelVersion("builtin", "builtin", ip_adapter=str(weights))})
+    ip_engine = Engine(ip_catalog)
+    adapter_pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True, safety_checker=None,
+                                                           requires_safety_checker=False)
+    adapter_pipe.set_progress_bar_config(disable=True)
+    adapter = ip_engine.model("builtin").ip_adapter
+    adapter_pipe.register_modules(image_encoder=adapter.image_encoder, feature_extractor=adapter.feature_extractor)
+    adapter_pipe.load_ip_adapter(adapter.state_dict, subfolder="", weight_name="", image_encoder_folder=None)
+    adapter_pipe.set_ip_adapter_scale(1.0)
+
     cases = [
+        ("image prompt, IP-Adapter", lambda: ip_engine.run(Imagine(image_request, seed=0, images=(source,))),
+         lambda: adapter_pipe([PROMPT] * 4, ip_adapter_image=[[source]], generator=generators(), **common)),
         ("image prompt (--iw 2)", lambda: engine.run(Imagine(image_request, seed=0, images=(source,))),
          bare_img2img(source, image_prompt_strength(2))),
         ("/blend of 2", lambda: engine.run(Blend(request, (source, other), seed=0)),

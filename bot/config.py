@@ -46,6 +46,8 @@ class _Version(_Section):
     steps: int | None = Field(default=None, ge=1, le=150)
     cfg: float | None = Field(default=None, ge=0, le=30)
     sampler: str | None = None
+    ip_adapter: str | None = None
+    ip_adapter_encoder: str | None = None
 
 
 class _Niji(_Section):
@@ -194,6 +196,8 @@ def _settings_from(file: _File, base: Path) -> Settings:
             steps=v.steps,
             cfg=v.cfg,
             sampler=normalise_sampler_name(v.sampler) if v.sampler else None,
+            ip_adapter=str(_resolve(base, v.ip_adapter)) if v.ip_adapter else None,
+            ip_adapter_encoder=str(_resolve(base, v.ip_adapter_encoder)) if v.ip_adapter_encoder else None,
         )
         for name, v in models.versions.items()
     }

@@ -37,6 +37,8 @@ class ModelVersion:
     steps: int | None = None  # at --quality 1; None: the family's default (FAMILY_DEFAULTS)
     cfg: float | None = None  # at --stylize 100; None: the family's default
     sampler: str | None = None  # a WebUI name; None: the scheduler saved with the model
+    ip_adapter: str | None = None  # image prompts: an IP-Adapter weights file (else img2img from the pictures)
+    ip_adapter_encoder: str | None = None  # its CLIP vision folder; None: `image_encoder/` beside the file
 
     @property
     def is_builtin(self) -> bool:

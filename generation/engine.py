@@ -133,6 +133,12 @@ def image_prompt_strength(image_weight: float) -> float:
     return min(1.0, max(0.4, 1.0 - 0.2 * image_weight))
 
 
+def ip_adapter_scale(image_weight: float) -> float:
+    """`--iw` (0–3) to an IP-Adapter's scale: 0 → the text alone, 1 (default) → 0.5 (the
+    balance of text and picture the IP-Adapter authors suggest), 2 and over → 1.0."""
+    return min(1.0, max(0.0, 0.5 * image_weight))
+
+
 def image_seeds(seed: int, count: int) -> tuple[int, ...]:
     """Image k of a job gets seed + k (wrapping at 2³²): `--seed 7` gives seeds 7, 8, 9, 10."""
     return tuple((seed + k) % SEED_MODULUS for k in range(count))
@@ -343,6 +349,8 @@ class Engine:
         parameters = plan.as_parameters() | {"seeds": list(seeds)}
         if "Denoising strength" in extra:
             parameters["strength"] = extra["Denoising strength"]
+        if "IP-Adapter scale" in extra:
+            parameters["ip_adapter_scale"] = extra["IP-Adapter scale"]
         return GenerationResult(
             images=tuple(images), seeds=seeds, parameters=parameters,
             infotexts=tuple(infotext(job.request, plan, seed, extra) for seed in seeds), timings=timings,
@@ -383,7 +391,13 @@ class Engine:
         size = (plan.width, plan.height)
         if isinstance(job, Imagine) and not job.images:
             return self._text_to_image(model, plan, conditioning, seeds, report, token), {}
-        if isinstance(job, Imagine):
+        if isinstance(job, Imagine) and model.ip_adapter is not None:
+            scale = ip_adapter_scale(job.request.params.image_weight)
+            with model.ip_adapter.attached(model.text2img, scale):
+                images = self._text_to_image(model, plan, conditioning, seeds, report, token,
+                                             ip_adapter_image=[[image.convert("RGB") for image in job.images]])
+            return images, {"IP-Adapter scale": scale, "Image prompts": len(job.images)}
+        if isinstance(job, Imagine):  # no IP-Adapter: image-to-image from the pictures' mean
             start = mean_picture(list(job.images), size)
             strength = image_prompt_strength(job.request.params.image_weight)
             images = self._image_to_image(model, plan, conditioning, [start] * len(seeds), strength, seeds,
@@ -432,7 +446,8 @@ class Engine:
         return tuple(max(unit, round(side / unit) * unit) for side in size)  # type: ignore[return-value]
 
     def _text_to_image(self, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
-                       seeds: tuple[int, ...], report: Report, token: CancelToken) -> list[Image.Image]:
+                       seeds: tuple[int, ...], report: Report, token: CancelToken,
+                       **inputs: Any) -> list[Image.Image]:
         pipe = model.text2img
         factor = pipe.vae_scale_factor
         latents = initial_noise(seeds, (pipe.unet.config.in_channels, plan.height // factor, plan.width // factor),
@@ -440,7 +455,8 @@ class Engine:
         batch = conditioning.repeat(len(seeds))
         batch = replace(batch, prompt_embeds=perturb_embeddings(batch.prompt_embeds, seeds, plan.chaos / 100))
         return self._denoise(model, pipe, plan, batch, seeds, report, token,
-                             latents=latents.to(model.device, pipe.unet.dtype), width=plan.width, height=plan.height)
+                             latents=latents.to(model.device, pipe.unet.dtype), width=plan.width, height=plan.height,
+                             **inputs)
 
     def _image_to_image(self, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
                         sources: list[Image.Image], strength: float, seeds: tuple[int, ...],

@@ -10,10 +10,11 @@ because diffusers would otherwise guess a hub repository and try to download it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from safetensors.torch import load_file as load_safetensors
 
 from .builtin import MODEL_DIR as BUILTIN_MODEL_DIR
 from .catalog import ModelVersion
@@ -107,6 +109,55 @@ class LoraAdapters:
         return adapter
 
 
+class ImagePromptAdapter:
+    """An IP-Adapter: image prompts steer the text-to-image pipeline through the UNet's
+    cross-attention instead of starting from the pictures' pixels.
+
+    Read from disk once; attached to the pipeline only for the jobs that use it, because
+    a UNet carrying one refuses every call made without image embeddings (and the
+    image-to-image and inpainting pipelines share that UNet)."""
+
+    def __init__(self, weights: Path, encoder_dir: Path, *, device: torch.device, dtype: torch.dtype) -> None:
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        self.state_dict = _read_ip_adapter(weights)
+        try:
+            encoder = CLIPVisionModelWithProjection.from_pretrained(encoder_dir, local_files_only=True, dtype=dtype)
+        except OSError as error:
+            raise ModelLoadError(f"IP-Adapter image encoder: cannot load {encoder_dir}: {error}") from error
+        self.image_encoder = encoder.to(device).eval()
+        side = encoder.config.image_size
+        self.feature_extractor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size=side)
+
+    @contextlib.contextmanager
+    def attached(self, pipe: DiffusionPipeline, scale: float) -> Iterator[None]:
+        """The adapter in `pipe`'s UNet at `scale` (0 = the text alone) for the block, whatever happens."""
+        pipe.register_modules(image_encoder=self.image_encoder, feature_extractor=self.feature_extractor)
+        pipe.load_ip_adapter(self.state_dict, subfolder="", weight_name="", image_encoder_folder=None)
+        try:
+            pipe.set_ip_adapter_scale(scale)
+            yield
+        finally:
+            pipe.unload_ip_adapter()
+
+
+def _read_ip_adapter(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """An IP-Adapter file (the h94 layout: `image_proj.*` and `ip_adapter.*` tensors) as diffusers wants it."""
+    if not path.is_file():
+        raise ModelLoadError(f"IP-Adapter file {path} is missing")
+    if path.suffix == ".safetensors":
+        groups: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+        for key, tensor in load_safetensors(path).items():
+            group, _, name = key.partition(".")
+            if group in groups:
+                groups[group][name] = tensor
+    else:
+        groups = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(groups, dict) and groups.get("image_proj") and groups.get("ip_adapter")):
+        raise ModelLoadError(f"{path} is not an IP-Adapter (no image_proj and ip_adapter weights)")
+    return groups
+
+
 @dataclass
 class LoadedModel:
     """One `--version`, ready to run: three pipelines over one set of weights."""
@@ -120,6 +171,7 @@ class LoadedModel:
     base_scheduler: SchedulerMixin  # as saved with the model; jobs get a fresh one (samplers.make_scheduler)
     default_steps: int
     default_cfg: float
+    ip_adapter: ImagePromptAdapter | None = None  # image prompts through an IP-Adapter when configured
 
     @property
     def native_side(self) -> int:
@@ -165,6 +217,12 @@ def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.dev
     inpaint = inpaint_cls.from_pipe(pipe)
     for derived in (img2img, inpaint):
         derived.set_progress_bar_config(disable=True)
+    ip_adapter = None
+    if version.ip_adapter:
+        weights = Path(version.ip_adapter)
+        encoder_dir = (Path(version.ip_adapter_encoder) if version.ip_adapter_encoder
+                       else weights.parent / "image_encoder")  # the h94/IP-Adapter layout
+        ip_adapter = ImagePromptAdapter(weights, encoder_dir, device=pipe.device, dtype=pipe.dtype)
     family_steps, family_cfg = FAMILY_DEFAULTS["builtin" if version.is_builtin else version.family]
     return LoadedModel(
         version=version,
@@ -176,4 +234,5 @@ def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.dev
         base_scheduler=pipe.scheduler,
         default_steps=version.steps or family_steps,
         default_cfg=version.cfg if version.cfg is not None else family_cfg,
+        ip_adapter=ip_adapter,
     )

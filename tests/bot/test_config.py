@@ -39,10 +39,12 @@ def test_paths_are_relative_to_the_file(tmp_path):
 default_version = "mine"
 [models.versions.mine]
 source = "models"
+ip_adapter = "adapters/ip-adapter_sd15.safetensors"
 [models.versions.hub]
 source = "someone/some-model"
 """))
     assert settings.catalog.versions["mine"].source == str(tmp_path / "models")
+    assert settings.catalog.versions["mine"].ip_adapter == str(tmp_path / "adapters/ip-adapter_sd15.safetensors")
     assert settings.catalog.versions["hub"].source == "someone/some-model"
 
 

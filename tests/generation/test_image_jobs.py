@@ -13,7 +13,7 @@ from PIL import Image
 from generation.builtin.analysis import colour_share
 from generation.builtin.world import Scene, ShapeSpec, render
 from generation.canvas import collage, make_square, pan, region, zoom_out
-from generation.engine import Blend, Imagine, Outpaint, Repaint, image_prompt_strength
+from generation.engine import Blend, Imagine, Outpaint, Repaint, Vary, image_prompt_strength
 from generation.executor import Progress
 from generation.prompt import GenerationRequest, Params
 
@@ -159,3 +159,62 @@ def test_vary_region_changes_only_the_region(engine, request_for):
         assert (pixels(image)[~inside] == pixels(source)[~inside]).all()
         assert np.abs(pixels(image)[inside] - pixels(source)[inside]).mean() > 15
         assert colour_share(image, "blue") > 0.1 and colour_share(source, "blue") < 0.01  # the new prompt's square
+
+
+# --- image prompts through an IP-Adapter (configured per version) -------------------------
+
+
+@pytest.fixture(scope="module")
+def ip_adapter_engine(tmp_path_factory, engine):
+    """The built-in model configured with a tiny IP-Adapter (random weights, from a config)."""
+    from dataclasses import replace
+
+    from helpers.tiny_ip_adapter import write_tiny_ip_adapter
+
+    from generation.engine import Engine
+
+    weights = write_tiny_ip_adapter(tmp_path_factory.mktemp("ip-adapter"), engine.model("builtin").text2img.unet)
+    catalog = engine.catalog
+    version = replace(catalog.versions["builtin"], ip_adapter=str(weights))
+    return Engine(replace(catalog, versions={**catalog.versions, "builtin": version}))
+
+
+def test_an_ip_adapter_steers_image_prompts_by_iw_and_is_gone_after_the_job(ip_adapter_engine, engine, request_for):
+    red, blue = drawn("circle", "red"), drawn("square", "blue")
+    text_only = engine.run(Imagine(request_for(f"a green star {FAST}"), seed=1)).images
+
+    def distance(images, others) -> float:
+        return float(np.mean([np.abs(pixels(a) - pixels(b)).mean() for a, b in zip(images, others, strict=True)]))
+
+    def steered(weight: str, *images: Image.Image):
+        links = " ".join(f"https://example.com/{n}.png" for n in range(len(images)))
+        return ip_adapter_engine.run(Imagine(request_for(f"{links} a green star --iw {weight} {FAST}"), seed=1,
+                                             images=images))
+
+    ignored, light, strong = steered("0", red), steered("0.5", red), steered("2", red)
+    assert distance(ignored.images, text_only) == 0  # --iw 0: the text alone
+    assert 0 < distance(light.images, text_only) < distance(strong.images, text_only)
+    assert strong.parameters["ip_adapter_scale"] == 1.0 and "strength" not in strong.parameters  # not img2img
+    assert "IP-Adapter scale: 1.0, Image prompts: 1" in strong.infotexts[0]
+    assert distance(steered("2", blue).images, strong.images) > 1  # the picture matters, not just its presence
+    assert len(steered("1", red, blue).images) == 4  # several image prompts together
+
+    # detached after each job: text, LoRA and image-to-image jobs on the shared UNet are untouched
+    after = ip_adapter_engine.run(Imagine(request_for(f"a green star {FAST}"), seed=1)).images
+    assert distance(after, text_only) == 0
+    niji = request_for(f"https://example.com/0.png a green star --niji --iw 1 {FAST}")
+    assert len(ip_adapter_engine.run(Imagine(niji, seed=2, images=(red,))).images) == 4
+    varied = ip_adapter_engine.run(Vary(request_for(f"a green star {FAST}"), red, seed=3, variability="subtle"))
+    assert varied.parameters["strength"] > 0
+
+
+def test_a_missing_ip_adapter_file_is_a_load_error_that_names_it(tmp_path, engine):
+    from dataclasses import replace
+
+    from generation.engine import Engine
+    from generation.models import ModelLoadError
+
+    version = replace(engine.catalog.versions["builtin"], ip_adapter=str(tmp_path / "ip-adapter_sd15.safetensors"))
+    broken = Engine(replace(engine.catalog, versions={**engine.catalog.versions, "builtin": version}))
+    with pytest.raises(ModelLoadError, match=r"ip-adapter_sd15\.safetensors is missing"):
+        broken.model("builtin")

@@ -78,6 +78,7 @@ def test_the_three_pipelines_share_one_copy_of_the_weights(engine):
 
 
 def test_a_tiny_sdxl_model_runs_every_job_through_the_same_engine(tmp_path, request_for):
+    from helpers.tiny_ip_adapter import write_tiny_ip_adapter
     from helpers.tiny_sdxl import build_tiny_sdxl
 
     folder = build_tiny_sdxl(tmp_path / "tiny-sdxl")
@@ -95,6 +96,14 @@ def test_a_tiny_sdxl_model_runs_every_job_through_the_same_engine(tmp_path, requ
     assert len(varied.images) == 4 and varied.images[0].size == (96, 48)
     model = engine.model("xl")
     assert model.encoder.is_sdxl and model.native_side == 64
+
+    # an image prompt through an IP-Adapter configured for the SDXL version
+    adapter = write_tiny_ip_adapter(tmp_path / "ip-adapter", model.text2img.unet)
+    catalog = builtin_catalog(xl=ModelVersion("xl", str(folder), family="sdxl", ip_adapter=str(adapter)))
+    image_prompted = replace(request, image_urls=("https://example.com/a.png",))
+    steered = Engine(catalog).run(Imagine(image_prompted, seed=1, images=(grid.images[1],)))
+    assert steered.parameters["ip_adapter_scale"] == 0.5 and steered.images[0].size == (96, 48)
+    assert not np.array_equal(pixels(steered.images[0]), pixels(grid.images[0]))
 
 
 def test_sdxl_pads_the_shorter_encoders_embeddings_with_empty_chunks(tmp_path):
