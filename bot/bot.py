@@ -79,6 +79,8 @@ class ImagineBot(commands.AutoShardedBot):
                 log.exception("could not load extension %s", extension)
 
     async def close(self) -> None:
+        for extension in list(self.extensions):  # cogs stop their delivery tasks while the database is open
+            await self.unload_extension(extension)
         await super().close()
         if hasattr(self, "jobs"):
             await self.jobs.close()

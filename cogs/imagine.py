@@ -142,6 +142,7 @@ class Imagine(commands.Cog):
         self.bot.remove_dynamic_items(JobButton)
         for task in self._deliveries:
             task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)  # their database sessions close now
 
     # --- /imagine ----------------------------------------------------------------
 
