@@ -48,6 +48,11 @@ BLEND_STRENGTH = 0.65  # the collage is repainted enough to become one picture, 
 OUTPAINT_STRENGTH = 1.0  # zoom, pan, square: the new area is painted from noise
 REGION_STRENGTH = 1.0  # Vary (Region): the region is painted anew (with the new prompt, when given)
 PREVIEW_EVERY = 5  # steps between preview images
+# --tile: the UNet wraps around only after this share of the steps (the VAE from the start).
+# A model trained with zero padding reads the picture's borders (the built-in one takes
+# its background colour from them), so wrapping from the first step loses the prompt's
+# colours; composition is settled early, and the later steps still make the edges meet.
+TILE_UNET_FROM = 0.3
 PREVIEW_SIDE = 256  # previews are at most this wide or high
 
 
@@ -501,10 +506,14 @@ class Engine:
         images = len(seeds)
         stop_fraction = plan.stop / 100
 
+        tiling = contextlib.ExitStack()
+
         def on_step_end(pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
             if token.cancelled:
                 raise JobCancelled("cancelled")
             done, total = step_index + 1, pipe.num_timesteps
+            if plan.tile and done == math.ceil(total * TILE_UNET_FROM):
+                tiling.enter_context(seamless_tiling(True, pipe.unet))
             stop_at = max(1, math.ceil(total * stop_fraction))
             if done >= stop_at and done < total:  # --stop: decode the current estimate
                 pipe._interrupt = True  # diffusers' documented way to end the loop early
@@ -519,7 +528,7 @@ class Engine:
 
         alphas = pipe.scheduler.alphas_cumprod
         with (DenoiserTap(pipe.unet, alphas, pipe.scheduler.config.prediction_type) as tap,
-              seamless_tiling(plan.tile, pipe.unet, pipe.vae)):
+              seamless_tiling(plan.tile, pipe.vae), tiling):
             output = pipe(
                 **conditioning.as_pipeline_kwargs(), **inputs,
                 num_inference_steps=plan.steps, guidance_scale=plan.cfg, generator=generators,

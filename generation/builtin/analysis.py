@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 from PIL import Image
 
-from .world import PALETTE
+from .world import PALETTE, PIXEL_BLOCK
 
 _NAMES = list(PALETTE)
 _RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32)
@@ -140,7 +140,7 @@ def outline_darkness(image: Image.Image) -> float:
     return float((luma < 70).mean())
 
 
-def blockiness(image: Image.Image, block: int = 4) -> float:
+def blockiness(image: Image.Image, block: int = PIXEL_BLOCK) -> float:
     """How much of the picture's change happens on a `block`-pixel grid (pixel-art style).
 
     1.0 for pictures with no grid structure; large when neighbouring pixels inside a

@@ -65,6 +65,9 @@ POSITION_PHRASES = {
 NUMBER_WORDS = {1: "a", 2: "two"}
 OUTLINE_COLOUR = (30, 25, 40)
 SUPERSAMPLE = 4
+# pixel style: the picture is drawn this many times smaller, then enlarged in blocks.
+# 8 px is two latent cells: 4-px blocks (one cell) were more than a UNet LoRA could draw.
+PIXEL_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,9 @@ def render(scene: Scene, width: int = 64, height: int = 64, *, style: Style = "p
            rng: random.Random | None = None) -> Image.Image:
     """Draw a scene. `rng` adds a little positional jitter (training data); None draws exactly."""
     scale = 1 if style == "pixel" else SUPERSAMPLE
-    # pixel style: draw at a quarter of the size without smoothing, then enlarge in blocks
-    canvas_w, canvas_h = (width // 4, height // 4) if style == "pixel" else (width * scale, height * scale)
+    # pixel style: draw small without smoothing, then enlarge in blocks
+    canvas_w, canvas_h = ((width // PIXEL_BLOCK, height // PIXEL_BLOCK) if style == "pixel"
+                          else (width * scale, height * scale))
     image = Image.new("RGB", (canvas_w, canvas_h), PALETTE[scene.background])
     draw = ImageDraw.Draw(image)
     short = min(canvas_w, canvas_h)

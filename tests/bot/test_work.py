@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.jobs import JobFinished, JobProgress, JobRunner
 from bot.work import engine_work
-from generation.builtin.analysis import dominant_colour
+from generation.builtin.analysis import background_colour, dominant_colour
 from generation.executor import LocalExecutor
 from storage import repository as repo
 from storage.images import ImageStore, read_parameters
@@ -46,14 +46,14 @@ def pixels(path: str) -> np.ndarray:
 
 
 async def test_imagine_then_vary_upscale_and_reroll_from_the_stored_pictures(runner, sessionmaker, request_for):
-    prompt = "a red circle on a white background --seed 42"
+    prompt = "a red circle --seed 42"  # the background is left to the seed
     job, events = await run_to_end(runner, sessionmaker, new_imagine(request_for(prompt), prompt))
 
     assert events[-1] == JobFinished(job.id, JobState.DONE)
     assert [e.progress.percent for e in events if isinstance(e, JobProgress)][-1] == 100
     assert [(image.index, image.seed, image.width, image.height) for image in job.images] == [
         (0, 42, 64, 64), (1, 43, 64, 64), (2, 44, 64, 64), (3, 45, 64, 64)]
-    assert read_parameters(job.images[1].path).startswith("a red circle on a white background")
+    assert read_parameters(job.images[1].path).startswith("a red circle\n")
     assert "Seed: 43" in read_parameters(job.images[1].path)
     assert [dominant_colour(Image.open(image.path)) for image in job.images].count("red") >= 3
 
@@ -65,6 +65,8 @@ async def test_imagine_then_vary_upscale_and_reroll_from_the_stored_pictures(run
     strangers = [np.abs(pixels(image.path) - source).mean() for image in job.images if image.index != 1]
     # variations of picture 2 look like it, clearly more than its siblings from the same prompt do
     assert np.mean(closeness) < 0.75 * np.mean(strangers)
+    backgrounds = {background_colour(Image.open(image.path)) for image in variation.images}
+    assert backgrounds == {background_colour(Image.open(job.images[1].path))}
 
     upscale, _ = await run_to_end(runner, sessionmaker, upscale_job(job, 2, "subtle"))
     assert [(image.width, image.height, image.seed) for image in upscale.images] == [(128, 128, 44)]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from generation.builtin.analysis import colour_share, dominant_colour, outline_darkness
+from generation.builtin.analysis import background_colour, colour_share, dominant_colour, outline_darkness
 from generation.conditioning import PromptEncoder, compel_prompt, parse_emphasis
 from generation.engine import (
     Engine,
@@ -159,20 +159,21 @@ def test_stop_gives_a_softer_picture(engine, request_for):
 
 
 def test_tile_wraps_left_right_and_top_bottom(engine, request_for):
-    def seam_outliers(extra: str) -> int:
-        """How many picture edges (2 per image) differ more than 90 % of the interior neighbours do."""
+    def seam_jump(extra: str) -> float:
+        """How much the picture changes across its wrap-around edges, against the change
+        between the neighbouring rows and columns just inside them (1: no seam), over 4 pictures."""
         images = engine.run(Imagine(request_for(f"a large yellow star in the top left on a blue background "
                                                 f"{extra} {FAST}"), seed=8)).images
-        outliers = 0
-        for image in images:
-            for axis in (0, 1):
-                values = pixels(image)
-                interior = np.abs(np.diff(values, axis=axis)).mean(axis=tuple({0, 1, 2} - {axis}))
-                wrap = np.abs(np.take(values, 0, axis=axis) - np.take(values, -1, axis=axis)).mean()
-                outliers += wrap > np.percentile(interior, 90)
-        return outliers
-    assert seam_outliers("--tile") == 0
-    assert seam_outliers("") >= 2  # the same pictures without --tile do show seams
+        assert [background_colour(image) for image in images].count("blue") >= 3  # still the prompt's picture
+        ratios = []
+        for image, axis in itertools.product(images, (0, 1)):
+            values = np.moveaxis(pixels(image), axis, 0)
+            seam = np.abs(values[0] - values[-1]).mean()
+            near = np.mean([np.abs(values[i] - values[i + 1]).mean() for i in (0, 1, 2, -4, -3, -2)])
+            ratios.append(seam / (near + 0.5))
+        return float(np.mean(ratios))
+    tiled, plain = seam_jump("--tile"), seam_jump("")
+    assert tiled < 1.1 and plain > 1.3 and tiled < 0.75 * plain
     # and tiling is undone after the job
     model = engine.model("builtin")
     assert all(layer.padding_mode == "zeros" for layer in model.text2img.unet.modules()
@@ -194,8 +195,9 @@ def test_cfg_and_steps_override_stylize_and_quality(engine, request_for):
 
 @pytest.mark.parametrize("sampler", ["euler_a", "dpm++_2m_karras", "dpm++_sde", "heun", "lms", "unipc"])
 def test_webui_samplers_run_and_are_recorded(engine, request_for, sampler):
+    steps = 30 if sampler == "lms" else 12  # LMS goes astray under 30 steps on the built-in model (MODEL_CARD.md)
     result = engine.run(Imagine(request_for(f"a blue square on a white background --sampler {sampler} "
-                                            f"--steps 12"), seed=4, count=2))
+                                            f"--steps {steps}"), seed=4, count=2))
     assert result.parameters["sampler"] == sampler
     assert sum(dominant_colour(image) == "blue" for image in result.images) >= 1
 
