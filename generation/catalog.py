@@ -18,7 +18,7 @@ BUILTIN_SOURCE = "builtin"
 # The WebUI sampler names users know (normalised), each mapped to a diffusers scheduler
 # by the engine.
 KNOWN_SAMPLERS = (
-    "euler", "euler_a", "heun", "lms", "ddim", "pndm", "unipc",
+    "euler", "euler_a", "heun", "lms", "lms_karras", "ddim", "pndm", "unipc",
     "dpm++_2m", "dpm++_2m_karras", "dpm++_sde", "dpm++_sde_karras",
 )
 

@@ -27,6 +27,7 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
     "heun": (HeunDiscreteScheduler, {}),
     "lms": (LMSDiscreteScheduler, {}),
+    "lms_karras": (LMSDiscreteScheduler, {"use_karras_sigmas": True}),
     "ddim": (DDIMScheduler, {}),
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
     "unipc": (UniPCMultistepScheduler, {}),
@@ -39,7 +40,8 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
 
 # what the WebUI writes in its infotexts ("Sampler: DPM++ 2M Karras"), so PNG Info tools read ours
 WEBUI_LABELS = {
-    "euler": "Euler", "euler_a": "Euler a", "heun": "Heun", "lms": "LMS", "ddim": "DDIM", "pndm": "PLMS",
+    "euler": "Euler", "euler_a": "Euler a", "heun": "Heun", "lms": "LMS", "lms_karras": "LMS Karras",
+    "ddim": "DDIM", "pndm": "PLMS",
     "unipc": "UniPC", "dpm++_2m": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras", "dpm++_sde": "DPM++ SDE",
     "dpm++_sde_karras": "DPM++ SDE Karras",
 }

@@ -193,7 +193,7 @@ def test_cfg_and_steps_override_stylize_and_quality(engine, request_for):
     assert quality.parameters["steps"] == 5  # the built-in model's 20 steps × .25
 
 
-@pytest.mark.parametrize("sampler", ["euler_a", "dpm++_2m_karras", "dpm++_sde", "heun", "lms", "unipc"])
+@pytest.mark.parametrize("sampler", ["euler_a", "dpm++_2m_karras", "dpm++_sde", "heun", "lms", "lms_karras", "unipc"])
 def test_webui_samplers_run_and_are_recorded(engine, request_for, sampler):
     steps = 30 if sampler == "lms" else 12  # LMS goes astray under 30 steps on the built-in model (MODEL_CARD.md)
     result = engine.run(Imagine(request_for(f"a blue square on a white background --sampler {sampler} "
