@@ -132,9 +132,9 @@ class ImagePromptAdapter:
     @contextlib.contextmanager
     def attached(self, pipe: DiffusionPipeline, scale: float) -> Iterator[None]:
         """The adapter in `pipe`'s UNet at `scale` (0 = the text alone) for the block, whatever happens."""
-        pipe.register_modules(image_encoder=self.image_encoder, feature_extractor=self.feature_extractor)
-        pipe.load_ip_adapter(self.state_dict, subfolder="", weight_name="", image_encoder_folder=None)
-        try:
+        try:  # a load that fails half-way is undone too
+            pipe.register_modules(image_encoder=self.image_encoder, feature_extractor=self.feature_extractor)
+            pipe.load_ip_adapter(self.state_dict, subfolder="", weight_name="", image_encoder_folder=None)
             pipe.set_ip_adapter_scale(scale)
             yield
         finally:
