@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.set_defaults(handler=_cmd_describe)
 
     # its own options (--phase, --work-dir, --help) are read by the trainer
-    train = commands.add_parser("train-builtin", help="retrain the built-in model (about 90 minutes on 2 cores)",
+    train = commands.add_parser("train-builtin", help="retrain the built-in model (about 2 hours on 2 cores)",
                                 add_help=False)
     train.set_defaults(handler=_cmd_train_builtin)
     return parser

@@ -1,13 +1,13 @@
 """Train the built-in model from nothing on the synthetic world, on a CPU.
 
-    python -m bot train-builtin            # everything: tokenizer, VAE, UNet + text encoder, LoRAs
+    python -m bot train-builtin            # everything: data, VAE, UNet + text encoder, decoder, LoRAs, captioner
     python -m bot train-builtin --phase lora
 
 Phases run in order and each checkpoints into the work folder, so a stopped run
 resumes where it was. The result is written with `save_pretrained` (safetensors) to
 `generation/builtin/model/` and the LoRAs to `generation/builtin/loras/`. Step counts
 are fixed (not time-based) so that a run is reproducible; on 2 CPU cores the whole run
-takes about 90 minutes (see MODEL_CARD.md).
+takes about 1 h 50 min (106 min measured; see MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class TrainingPlan:
     decoder_steps: int = 1_500
     decoder_lr: float = 2e-4
     vae_batch: int = 16
-    base_steps: int = 12_000
+    base_steps: int = 9_000
     base_batch: int = 32
     base_lr: float = 4e-4
     lora_steps: int = 1_500

@@ -99,17 +99,17 @@ def test_imagine_writes_a_grid_and_four_pngs_with_their_parameters(tmp_path):
     from generation.builtin.analysis import dominant_colour
     from storage.images import read_parameters
 
-    result = run_bot("imagine", "a red circle on a white background --seed 5 --steps 6", "--out", str(tmp_path))
+    result = run_bot("imagine", "a red circle on a white background --seed 5 --steps 10", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["seeds"] == [5, 6, 7, 8]
-    assert summary["params"]["steps"] == 6 and summary["params"]["model"] == "builtin"
+    assert summary["params"]["steps"] == 10 and summary["params"]["model"] == "builtin"
     assert [Path(f).name for f in summary["files"]] == ["grid.png", "1.png", "2.png", "3.png", "4.png"]
     with Image.open(tmp_path / "grid.png") as grid, Image.open(tmp_path / "2.png") as second:
         assert grid.size == (128, 128)
         assert dominant_colour(second) == "red"
     parameters = read_parameters(tmp_path / "2.png")
-    assert parameters.startswith("a red circle on a white background\nSteps: 6, Sampler: DDIM, CFG scale: 6.0, "
+    assert parameters.startswith("a red circle on a white background\nSteps: 10, Sampler: DDIM, CFG scale: 6.0, "
                                  "Seed: 6, Size: 64x64, Model: builtin")
 
 

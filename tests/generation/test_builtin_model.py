@@ -79,6 +79,14 @@ def test_two_means_two(pipe):
     assert twos.count(2) >= 5 and ones.count(1) >= 6  # most of the time: a stray third shape happens
 
 
+def test_colours_hold_at_ten_steps(pipe):
+    """`--q .5` (10 steps) is the fewest the model draws colours right at (MODEL_CARD.md)."""
+    colours = ["red", "green", "blue", "yellow", "purple", "pink", "cyan"]
+    found = [dominant_colour(draw(pipe, f"a {colour} {shape} on a white background", [5], steps=10)[0]) == colour
+             for colour in colours for shape in ("circle", "square", "triangle")]
+    assert found.count(True) >= 19, found
+
+
 def test_a_negative_prompt_removes_its_colour(pipe):
     seeds = list(range(10, 22))
     without = np.mean([colour_share(i, "red") for i in draw(pipe, "a circle", seeds)])

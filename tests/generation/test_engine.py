@@ -106,9 +106,13 @@ def test_raising_a_segments_weight_raises_its_colour(engine, request_for):
 
 
 def test_emphasis_changes_the_picture(engine, request_for):
-    stressed = engine.run(Imagine(request_for(f"a (red:1.6) and blue circle {FAST}"), seed=1, count=8))
-    muted = engine.run(Imagine(request_for(f"a [[red]] and blue circle {FAST}"), seed=1, count=8))
-    assert mean_share(stressed.images, "red") > mean_share(muted.images, "red") + 0.1
+    def pictures(red: str):
+        return engine.run(Imagine(request_for(f"a {red} circle and a blue circle {FAST}"), seed=1, count=8)).images
+
+    plain, stressed, weakened = pictures("red"), pictures("(red:1.6)"), pictures("(red:0.5)")
+    assert mean_share(stressed, "red") > mean_share(plain, "red") + 0.1
+    assert mean_share(weakened, "red") < mean_share(plain, "red") - 0.04
+    assert mean_share(weakened, "blue") > mean_share(plain, "blue")
 
 
 # ---------------------------------------------------------------------------
