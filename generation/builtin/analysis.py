@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 from PIL import Image
 
-from .world import PALETTE, PIXEL_BLOCK
+from .world import PALETTE, PIXEL_BLOCK, SHAPE_COLOURS, pastel
 
 _NAMES = list(PALETTE)
 _RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32)
@@ -131,6 +131,30 @@ def classify_shape(image: Image.Image, colour: str | None = None) -> str | None:
     if fill > 0.66:
         return "circle"
     return "star"
+
+
+_FILLS = [(name, np.array(rgb, dtype=np.float32)) for name, plain in SHAPE_COLOURS.items()
+          for rgb in (plain, pastel(plain))]
+
+
+def fill_colour(image: Image.Image) -> str | None:
+    """The colour word for the largest shape's fill, in plain or niji (pastel) style.
+
+    Outlines (near-black) and the background are left out, so a niji picture reads as the
+    colour it was asked for only when its pastel fill keeps that colour's hue. Black shapes
+    read as outline: None.
+    """
+    pixels = _pixels(image)
+    background = background_colour(image)
+    luma = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    mask = luma >= 70
+    if background is not None:
+        mask &= np.linalg.norm(pixels - np.array(PALETTE[background], dtype=np.float32), axis=-1) > 40
+    shape = _largest_component(mask)
+    if shape.sum() < 12:
+        return None
+    median = np.median(pixels[shape], axis=0)
+    return min(_FILLS, key=lambda fill: float(np.linalg.norm(fill[1] - median)))[0]
 
 
 def outline_darkness(image: Image.Image) -> float:

@@ -5,7 +5,8 @@
 Prints, over a fixed set of prompts and seeds: colour accuracy, shape accuracy (by the
 geometric test of analysis.py, and by the /describe captioner, a classifier trained on
 the world's drawings), background accuracy, how much a negative prompt naming a colour
-cuts that colour, and each LoRA's style measure at weight 0 and 1. The figures go in
+cuts that colour, each LoRA's style measure at weight 0 and 1, and whether each LoRA
+keeps the fill colour asked for. The figures go in
 MODEL_CARD.md.
 """
 
@@ -22,7 +23,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import LORA_DIR, MODEL_DIR
-from .analysis import background_colour, blockiness, classify_shape, colour_share, dominant_colour, outline_darkness
+from .analysis import (
+    background_colour,
+    blockiness,
+    classify_shape,
+    colour_share,
+    dominant_colour,
+    fill_colour,
+    outline_darkness,
+)
 from .captioner import Captioner
 from .world import SHAPE_COLOURS, SHAPES
 
@@ -107,6 +116,10 @@ def measure(pipe, *, steps: int, seeds_per_case: int = 2) -> tuple[dict[str, flo
     style_prompts = [f"a {c} {s} on a white background" for c in ("yellow", "cyan", "pink", "green") for s in SHAPES]
     style_seeds = list(range(3000, 3000 + len(style_prompts)))
     measures = {"niji": ("outline darkness", outline_darkness), "pixel": ("blockiness", blockiness)}
+    fill_cases = [(c, s) for c in SHAPE_COLOURS if c not in ("white", "black") for s in SHAPES]
+    fill_colours = [c for c, _ in fill_cases]
+    fill_prompts = [f"a {c} {s} on a white background" for c, s in fill_cases]
+    fill_seeds = list(range(4000, 4000 + len(fill_prompts)))
     for name, (label, metric) in measures.items():
         path = LORA_DIR / f"{name}.safetensors"
         if not path.exists():
@@ -117,6 +130,11 @@ def measure(pipe, *, steps: int, seeds_per_case: int = 2) -> tuple[dict[str, flo
             images = generate(pipe, style_prompts, style_seeds, steps=steps)
             figures[f"{name} LoRA {label} at weight {weight:g}"] = float(np.mean([metric(i) for i in images]))
             samples += [(f"<lora:{name}:{weight:g}> {style_prompts[k]}", images[k]) for k in (0, 5)]
+        # the style must keep the colour asked for (a niji green square is pastel green)
+        images = generate(pipe, fill_prompts, fill_seeds, steps=steps)
+        figures[f"{name} LoRA fill colour accuracy at weight 1"] = float(np.mean([
+            fill_colour(image) == colour for image, colour in zip(images, fill_colours, strict=True)]))
+        samples += [(f"<lora:{name}:1> {fill_prompts[k]}", images[k]) for k in (4, 8)]
         pipe.delete_adapters([name])
     return figures, samples
 

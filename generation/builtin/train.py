@@ -90,6 +90,26 @@ def build_dataset(plan: TrainingPlan, style: Style = "plain", scale: float = 1.0
     return dataset
 
 
+STYLE_MIX: dict[Style, float] = {"plain": 0.6, "niji": 0.2, "pixel": 0.2}  # share of autoencoder batches
+
+
+def build_style_datasets(plan: TrainingPlan, plain: dict | None = None) -> dict[Style, dict]:
+    """Pictures in every style for the autoencoder: it must encode niji's pastel fills and
+    dark outlines and pixel's blocks, or the style LoRAs cannot draw them."""
+    return {"plain": plain if plain is not None else build_dataset(plan, "plain", scale=0.5),
+            "niji": build_dataset(plan, "niji", scale=0.25), "pixel": build_dataset(plan, "pixel", scale=0.25)}
+
+
+def _autoencoder_batch(styles: dict[Style, dict], batch: int, rng: random.Random,
+                       generator: torch.Generator) -> torch.Tensor:
+    """A batch from one style and one aspect bucket, drawn by `STYLE_MIX` and `BUCKETS`."""
+    keys = [(style, bucket) for style in styles for bucket in BUCKETS]
+    weights = [STYLE_MIX[style] * BUCKETS[bucket] for style, bucket in keys]
+    style, bucket = rng.choices(keys, weights)[0]
+    pixels = styles[style][bucket][1]
+    return pixels[torch.randint(0, len(pixels), (batch,), generator=generator)]
+
+
 def build_tokenizer(directory: Path, seed: int):
     """Train BPE merges on the captions so every caption word is one token."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -159,7 +179,7 @@ class EMA:
 # phases
 
 
-def train_vae(plan: TrainingPlan, work: Path, dataset: dict):
+def train_vae(plan: TrainingPlan, work: Path, styles: dict[Style, dict]):
     """Autoencoder: reconstruction (MSE + L1) with a small KL term, as SD's VAE minus the GAN."""
     vae = build_vae()
     final = work / "vae"
@@ -172,16 +192,13 @@ def train_vae(plan: TrainingPlan, work: Path, dataset: dict):
     start = _resume(ckpt_path, vae, optimizer)
     generator = torch.Generator().manual_seed(plan.seed)
     rng = random.Random(plan.seed + start)
-    bucket_keys, bucket_weights = list(BUCKETS), list(BUCKETS.values())
     vae.train()
     progress = tqdm(range(start, plan.vae_steps), initial=start, total=plan.vae_steps, desc="vae")
     for step in progress:
         lr = plan.vae_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.vae_steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        key = rng.choices(bucket_keys, bucket_weights)[0]
-        pixels = dataset[key][1]
-        batch = pixels[torch.randint(0, len(pixels), (plan.vae_batch,), generator=generator)]
+        batch = _autoencoder_batch(styles, plan.vae_batch, rng, generator)
         posterior = vae.encode(batch).latent_dist
         recon = vae.decode(posterior.sample(generator)).sample
         loss = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch) + 1e-6 * posterior.kl().mean()
@@ -194,7 +211,7 @@ def train_vae(plan: TrainingPlan, work: Path, dataset: dict):
             log.info("vae step %d loss %.4f", step + 1, loss.item())
     vae.eval()
     with torch.no_grad():  # SD's convention: scale latents to unit variance
-        sample = dataset[(64, 64)][1][:512]
+        sample = styles["plain"][(64, 64)][1][:512]
         std = torch.cat([vae.encode(b).latent_dist.sample(generator) for b in sample.split(128)]).std()
     vae.register_to_config(scaling_factor=float(1.0 / std))
     log.info("vae scaling factor %.4f", 1.0 / std)
@@ -214,8 +231,7 @@ def _edge_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def train_decoder(plan: TrainingPlan, work: Path):
     """Sharpen the decoder with the encoder frozen (as SD's ft-MSE VAE was made).
 
-    The latent space does not move, so the UNet trained on it is unaffected; the
-    decoder also sees niji and pixel pictures so the style LoRAs can show.
+    The latent space does not move, so the UNet trained on it is unaffected.
     """
     from diffusers import AutoencoderKL
 
@@ -230,10 +246,7 @@ def train_decoder(plan: TrainingPlan, work: Path):
     optimizer = torch.optim.AdamW(trainable, lr=plan.decoder_lr, weight_decay=0.0)
     ckpt_path = work / "decoder.ckpt"
     start = _resume(ckpt_path, vae, optimizer)
-    styles = {style: build_dataset(plan, style, scale=share) for style, share in
-              (("plain", 0.5), ("niji", 0.25), ("pixel", 0.25))}
-    keys = [(style, bucket) for style in styles for bucket in BUCKETS]
-    weights = [{"plain": 0.6, "niji": 0.2, "pixel": 0.2}[style] * BUCKETS[bucket] for style, bucket in keys]
+    styles = build_style_datasets(plan)
     generator = torch.Generator().manual_seed(plan.seed + 7 + start)
     rng = random.Random(plan.seed + 7 + start)
     vae.decoder.train()
@@ -241,9 +254,7 @@ def train_decoder(plan: TrainingPlan, work: Path):
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = plan.decoder_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.decoder_steps)))
-        style, bucket = rng.choices(keys, weights)[0]
-        pixels = styles[style][bucket][1]
-        batch = pixels[torch.randint(0, len(pixels), (plan.vae_batch,), generator=generator)]
+        batch = _autoencoder_batch(styles, plan.vae_batch, rng, generator)
         with torch.no_grad():
             latents = vae.encode(batch).latent_dist.sample(generator)
         recon = vae.decode(latents).sample
@@ -437,11 +448,11 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = build_tokenizer(work / "tokenizer", plan.seed)
         encoded_path = work / "encoded.pt"
         if (cached := _load_checkpoint(encoded_path)) is not None and (work / "vae" / "config.json").exists():
-            vae = train_vae(plan, work, dataset={})  # loads the finished VAE
+            vae = train_vae(plan, work, styles={})  # loads the finished VAE
             encoded = {tuple(int(n) for n in key.split("x")): value for key, value in cached.items()}
         else:
             dataset = build_dataset(plan)
-            vae = train_vae(plan, work, dataset)
+            vae = train_vae(plan, work, build_style_datasets(plan, plain=dataset))
             encoded = encode_dataset(vae, dataset)
             _save_checkpoint(encoded_path, **{f"{h}x{w}": value for (h, w), value in encoded.items()})
             del dataset

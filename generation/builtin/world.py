@@ -184,7 +184,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _pastel(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+def pastel(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The niji style's fill: the colour mixed 45 % towards white."""
     return tuple(round(0.55 * c + 0.45 * 250) for c in rgb)  # type: ignore[return-value]
 
 
@@ -209,7 +210,7 @@ def render(scene: Scene, width: int = 64, height: int = 64, *, style: Style = "p
         fill = SHAPE_COLOURS[spec.colour]
         outline, outline_width = None, 0
         if style == "niji":
-            fill, outline, outline_width = _pastel(fill), OUTLINE_COLOUR, max(1, round(0.045 * short))
+            fill, outline, outline_width = pastel(fill), OUTLINE_COLOUR, max(1, round(0.045 * short))
         if spec.shape == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=outline, width=outline_width)
         else:

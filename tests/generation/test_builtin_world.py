@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
 import pytest
 
-from generation.builtin.analysis import background_colour, blockiness, classify_shape, dominant_colour, outline_darkness
+from generation.builtin.analysis import (
+    background_colour,
+    blockiness,
+    classify_shape,
+    dominant_colour,
+    fill_colour,
+    outline_darkness,
+)
 from generation.builtin.world import (
     PALETTE,
     POSITIONS,
@@ -78,3 +86,39 @@ def test_styles_are_measurable_on_drawn_pictures(shape):
     plain, niji, pixel = (render(scene, style=style) for style in ("plain", "niji", "pixel"))
     assert outline_darkness(plain) == 0 and outline_darkness(niji) > 0.03
     assert blockiness(plain) < 1.5 < 3 < blockiness(pixel)
+
+
+
+@pytest.mark.parametrize("style", ["plain", "niji", "pixel"])
+def test_the_fill_colour_reads_back_in_every_style(style):
+    for background, colour, shape in itertools.product(("white", "gray", "pink"), SHAPE_COLOURS, SHAPES):
+        if colour in (background, "black"):
+            continue
+        assert fill_colour(render(Scene(background, (ShapeSpec(shape, colour),)), style=style)) == colour, (
+            background, colour, shape)
+
+def test_the_autoencoder_learns_every_style():
+    """The VAE must see niji and pixel pictures, or its latents cannot hold their colours."""
+    import dataclasses
+
+    import torch
+    from PIL import Image
+
+    from generation.builtin.train import STYLE_MIX, TrainingPlan, _autoencoder_batch, build_style_datasets
+
+    plan = dataclasses.replace(TrainingPlan(), examples_square=256, examples_per_other_bucket=256)
+    styles = build_style_datasets(plan)
+    rng, generator = random.Random(0), torch.Generator().manual_seed(0)
+    seen = {"niji": 0, "pixel": 0, "plain": 0}
+    draws = 300
+    for _ in range(draws):
+        pixels = _autoencoder_batch(styles, 1, rng, generator)[0]
+        image = Image.fromarray(pixels.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+        if outline_darkness(image) > 0.03 and background_colour(image) != "black":
+            seen["niji"] += 1
+        elif blockiness(image) > 3:
+            seen["pixel"] += 1
+        else:
+            seen["plain"] += 1
+    for style, share in STYLE_MIX.items():
+        assert abs(seen[style] / draws - share) < 0.1, seen

@@ -109,10 +109,12 @@ def test_emphasis_changes_the_picture(engine, request_for):
     def pictures(red: str):
         return engine.run(Imagine(request_for(f"a {red} circle and a blue circle {FAST}"), seed=1, count=8)).images
 
-    plain, stressed, weakened = pictures("red"), pictures("(red:1.6)"), pictures("(red:0.5)")
+    plain = pictures("red")
+    stressed, weakened, bracketed = pictures("(red:1.6)"), pictures("(red:0.5)"), pictures("[[red]]")
     assert mean_share(stressed, "red") > mean_share(plain, "red") + 0.1
     assert mean_share(weakened, "red") < mean_share(plain, "red") - 0.04
     assert mean_share(weakened, "blue") > mean_share(plain, "blue")
+    assert mean_share(bracketed, "red") < mean_share(plain, "red")  # [[red]]: weight 1/1.21
 
 
 # ---------------------------------------------------------------------------
