@@ -380,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("image", help="a picture file")
     describe.set_defaults(handler=_cmd_describe)
 
-    # its own options (--phase, --work-dir, --help) are read by the trainer
-    train = commands.add_parser("train-builtin", help="retrain the built-in model (about 2 hours on 2 cores)",
+    # its own options (--phase, --work-dir, --device, --help) are read by the trainer
+    train = commands.add_parser("train-builtin", help="retrain the built-in model (about 2 hours on 2 cores; "
+                                "--device cuda for a GPU)",
                                 add_help=False)
     train.set_defaults(handler=_cmd_train_builtin)
     return parser

@@ -186,27 +186,28 @@ def make_dataset(count: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.T
 
 
 def train(steps: int = 2000, batch: int = 64, examples: int = 24_000, seed: int = 99, width: int = 16,
-          directory: Path = CAPTIONER_DIR) -> float:
+          directory: Path = CAPTIONER_DIR, device: torch.device | str = "cpu") -> float:
     """Train and save; returns the held-out accuracy of the first shape's shape."""
     torch.manual_seed(seed)
     pixels, labels = make_dataset(examples, seed)
     held_pixels, held_labels = make_dataset(1000, seed + 1)
-    net = CaptionerNet(width)
+    net = CaptionerNet(width).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     for step in tqdm(range(steps), desc="captioner"):
         for group in optimizer.param_groups:
             group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
         index = torch.randint(0, len(pixels), (batch,), generator=generator)
-        out = net(pixels[index])
-        loss = F.cross_entropy(out["background"], labels["background"][index]) + F.cross_entropy(
-            out["count"], labels["count"][index])
+        out = net(pixels[index].to(device))
+        target = {name: value[index].to(device) for name, value in labels.items()}
+        loss = F.cross_entropy(out["background"], target["background"]) + F.cross_entropy(
+            out["count"], target["count"])
         for name in SLOT_HEADS:
-            loss = loss + F.cross_entropy(out[name].flatten(0, 1), labels[name][index].flatten())
+            loss = loss + F.cross_entropy(out[name].flatten(0, 1), target[name].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    net.eval()
+    net.eval().to("cpu")
     with torch.no_grad():
         out = net(held_pixels)
     has_shape = held_labels["count"] > 0

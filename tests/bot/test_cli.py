@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -173,3 +175,22 @@ def test_every_image_job_runs_on_files_and_writes_pngs_with_parameters(tmp_path)
     assert refused.returncode == 2 and "2 to 5 pictures" in refused.stderr
     bad_box = run_bot("region", str(source), "--box", "25,25", "--out", str(tmp_path / "x"))
     assert bad_box.returncode == 2 and "four percentages" in bad_box.stderr
+
+
+def test_train_builtin_refuses_a_device_it_cannot_use(tmp_path, monkeypatch, capsys):
+    """A wrong --device stops with a usage error before any data is drawn or written."""
+    import torch
+
+    from generation.builtin.train import main as train_main
+
+    result = run_bot("train-builtin", "--device", "gpu0", "--work-dir", str(tmp_path / "a"))
+    assert result.returncode == 2
+    assert "error: argument --device:" in result.stderr and "'gpu0'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        train_main(["--device", "cuda", "--work-dir", str(tmp_path / "b")])
+    assert stopped.value.code == 2
+    assert "--device cuda: this torch" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -19,6 +19,7 @@ from generation.builtin.analysis import (
     blockiness,
     colour_share,
     dominant_colour,
+    fill_colour,
     outline_darkness,
 )
 from generation.builtin.world import vocabulary
@@ -89,10 +90,12 @@ def test_colours_hold_at_ten_steps(pipe):
 
 def test_a_negative_prompt_removes_its_colour(pipe):
     seeds = list(range(10, 22))
-    without = np.mean([colour_share(i, "red") for i in draw(pipe, "a circle", seeds)])
-    with_negative = np.mean([colour_share(i, "red") for i in draw(pipe, "a circle", seeds, negative="red")])
-    assert without > 0.05
-    assert with_negative < without * 0.7  # the fidelity script measures the full effect (MODEL_CARD.md)
+    shapes = ("a circle", "a square", "a triangle", "a star")  # no colour named: red is one of the model's picks
+    without = np.mean([colour_share(i, "red") for shape in shapes for i in draw(pipe, shape, seeds)])
+    with_negative = np.mean([colour_share(i, "red") for shape in shapes
+                             for i in draw(pipe, shape, seeds, negative="red")])
+    assert without > 0.02
+    assert with_negative < without * 0.5  # the fidelity script measures the full effect (MODEL_CARD.md)
 
 
 def test_the_same_seed_gives_the_same_pixels(pipe):
@@ -128,6 +131,21 @@ def test_each_lora_style_shows_at_weight_1_and_not_at_0(pipe, lora, metric):
     assert np.mean([metric(i) for i in on]) > np.mean([metric(i) for i in off])
     change = [np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(on, off, strict=True)]
     assert np.mean(change) > 1
+
+
+@pytest.mark.parametrize("lora", ["niji", "pixel"])
+def test_each_lora_style_keeps_the_colour_asked_for(pipe, lora):
+    """`--niji` pastels and pixel blocks are still the prompt's colour: a green square stays green."""
+    asked = [("green", "square"), ("red", "circle"), ("blue", "triangle"), ("yellow", "square"),
+             ("purple", "circle"), ("cyan", "square")]
+    pipe.load_lora_weights(LORA_DIR, weight_name=f"{lora}.safetensors", adapter_name=lora)
+    try:
+        pipe.set_adapters([lora], adapter_weights=[1.0])
+        read = [(colour, fill_colour(image)) for colour, shape in asked
+                for image in draw(pipe, f"a {colour} {shape} on a white background", [1, 2])]
+    finally:
+        pipe.delete_adapters([lora])
+    assert sum(colour == found for colour, found in read) >= 10, read
 
 
 def test_a_lora_file_is_a_standard_peft_lora():

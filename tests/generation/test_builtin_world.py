@@ -104,7 +104,7 @@ def test_the_autoencoder_learns_every_style():
     import torch
     from PIL import Image
 
-    from generation.builtin.train import STYLE_MIX, TrainingPlan, _autoencoder_batch, build_style_datasets
+    from generation.builtin.train import VAE_STYLE_MIX, TrainingPlan, _autoencoder_batch, build_style_datasets
 
     plan = dataclasses.replace(TrainingPlan(), examples_square=256, examples_per_other_bucket=256)
     styles = build_style_datasets(plan)
@@ -112,7 +112,7 @@ def test_the_autoencoder_learns_every_style():
     seen = {"niji": 0, "pixel": 0, "plain": 0}
     draws = 300
     for _ in range(draws):
-        pixels = _autoencoder_batch(styles, 1, rng, generator)[0]
+        pixels = _autoencoder_batch(styles, VAE_STYLE_MIX, 1, rng, generator)[0]
         image = Image.fromarray(pixels.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
         if outline_darkness(image) > 0.03 and background_colour(image) != "black":
             seen["niji"] += 1
@@ -120,5 +120,5 @@ def test_the_autoencoder_learns_every_style():
             seen["pixel"] += 1
         else:
             seen["plain"] += 1
-    for style, share in STYLE_MIX.items():
+    for style, share in VAE_STYLE_MIX.items():
         assert abs(seen[style] / draws - share) < 0.1, seen
