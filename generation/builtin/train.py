@@ -8,7 +8,8 @@ Phases run in order and each checkpoints into the work folder, so a stopped run
 resumes where it was. The result is written with `save_pretrained` (safetensors) to
 `generation/builtin/model/` and the LoRAs to `generation/builtin/loras/`. Step counts
 are fixed (not time-based) so that a run is reproducible; on 2 CPU cores the whole run
-takes about 1 h 50 min (106 min measured; see MODEL_CARD.md). Random numbers are drawn
+takes about 2 hours (106 min measured with a 1,500-step decoder phase, which is now
+4,000 steps; see MODEL_CARD.md). Random numbers are drawn
 on the CPU whatever the device, so a GPU run sees the same batches and noise; its
 results differ from a CPU run's only by floating-point rounding.
 """
@@ -240,7 +241,9 @@ def _edge_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def train_decoder(plan: TrainingPlan, work: Path, device: torch.device):
     """Sharpen the decoder with the encoder frozen (as SD's ft-MSE VAE was made).
 
-    The latent space does not move, so the UNet trained on it is unaffected.
+    The latent space does not move, so the UNet trained on it is unaffected. Its batches
+    lean on niji (`DECODER_STYLE_MIX`), whose pastel fills a decoder fed mostly plain
+    pictures draws greyish.
     """
     from diffusers import AutoencoderKL
 
