@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -18,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.fetch import make_session
+from bot.fetch import FetchLimiter, make_session
 from bot.jobs import JobRunner
 from bot.work import engine_work
 from generation.executor import Executor, LocalExecutor
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from generation.engine import Engine
 
 log = logging.getLogger(__name__)
+
+DAY = 86_400.0
 
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
@@ -51,14 +54,18 @@ class ImagineBot(commands.AutoShardedBot):
     jobs: JobRunner
     store: ImageStore
     http_session: aiohttp.ClientSession
+    fetch_limiter: FetchLimiter
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None, **options) -> None:
         intents = discord.Intents.default()  # slash commands, buttons, reactions: no message content
+        # nobody is pinged unless a request names its one user (cogs/utils/delivery.py: mention_only)
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.settings = settings
         self.engine = engine
         self.executor: Executor | None = None
         self.database = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.database = create_engine(self.settings.storage.database_url)
@@ -71,6 +78,8 @@ class ImagineBot(commands.AutoShardedBot):
         self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store))
         await self.jobs.start()
         self.http_session = make_session(self.settings.images)  # for user-given picture links only
+        self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)
+        self._sweeper = asyncio.create_task(self.sweep_old_pictures(), name="picture-retention")
         self.tree.on_error = self.on_app_command_error
         for extension in INITIAL_EXTENSIONS:
             try:
@@ -82,6 +91,9 @@ class ImagineBot(commands.AutoShardedBot):
         for extension in list(self.extensions):  # cogs stop their delivery tasks while the database is open
             await self.unload_extension(extension)
         await super().close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         if hasattr(self, "jobs"):
             await self.jobs.close()
         if self.executor is not None:
@@ -90,6 +102,25 @@ class ImagineBot(commands.AutoShardedBot):
             await self.http_session.close()
         if self.database is not None:
             await self.database.dispose()
+
+    async def sweep_old_pictures(self, every_seconds: float = 3600) -> None:
+        """Hourly, remove pictures older than `[storage] keep_inputs_days` / `keep_results_days`
+        (0 keeps them forever). Job rows stay: /history shows such jobs as expired."""
+        storage = self.settings.storage
+        while storage.keep_inputs_days or storage.keep_results_days:
+            now = time.time()
+            try:
+                inputs = results = 0
+                if storage.keep_inputs_days:
+                    inputs = await asyncio.to_thread(self.store.expire_inputs, now - storage.keep_inputs_days * DAY)
+                if storage.keep_results_days:
+                    results = await asyncio.to_thread(self.store.expire_results,
+                                                      now - storage.keep_results_days * DAY)
+                if inputs or results:
+                    log.info("retention: removed %d users' pictures and %d result pictures", inputs, results)
+            except OSError:
+                log.exception("retention sweep failed; trying again in an hour")
+            await asyncio.sleep(every_seconds)
 
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s)", self.user, self.user.id if self.user else "?")

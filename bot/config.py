@@ -81,6 +81,7 @@ class _Limits(_Section):
     max_jobs_per_prompt: int = Field(10, ge=1, le=100)
     max_prompt_length: int = Field(1500, ge=1, le=6000)
     max_aspect_ratio: float = Field(4.0, ge=1.0, le=8.0)
+    max_input_length: int = Field(4000, ge=100, le=6000)  # 6,000: the most a Discord text option carries
 
 
 class _Queue(_Section):
@@ -91,12 +92,15 @@ class _Queue(_Section):
 class _Storage(_Section):
     database_url: str = "sqlite+aiosqlite:///data/bot.db"
     image_dir: str = "data/images"
+    keep_inputs_days: float = Field(30.0, ge=0)  # 0: forever
+    keep_results_days: float = Field(0.0, ge=0)  # 0: forever
 
 
 class _Images(_Section):
     max_mib: float = Field(10.0, gt=0, le=100)
     timeout_seconds: float = Field(20.0, gt=0, le=120)
     max_megapixels: float = Field(40.0, gt=0, le=200)
+    max_fetches_per_user: int = Field(3, ge=1, le=16)
     allow_private_addresses: bool = False
 
 
@@ -124,6 +128,8 @@ class QueueSettings:
 class StorageSettings:
     database_url: str
     image_dir: Path
+    keep_inputs_days: float = 30.0  # users' pictures (image prompts, /blend); 0 keeps them forever
+    keep_results_days: float = 0.0  # finished jobs' pictures; 0 keeps them forever
 
 
 @dataclass(frozen=True)
@@ -228,12 +234,15 @@ def _settings_from(file: _File, base: Path) -> Settings:
             max_jobs=file.limits.max_jobs_per_prompt,
             max_text_length=file.limits.max_prompt_length,
             max_aspect_ratio=file.limits.max_aspect_ratio,
+            max_input_length=file.limits.max_input_length,
         ),
         catalog=catalog,
         queue=QueueSettings(file.queue.default_mode, tuple(file.queue.allowed_modes)),
-        storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir)),
+        storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir),
+                                file.storage.keep_inputs_days, file.storage.keep_results_days),
         discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds),
         images=FetchPolicy(max_bytes=round(file.images.max_mib * MIB), timeout_seconds=file.images.timeout_seconds,
                            max_pixels=round(file.images.max_megapixels * 1e6),
+                           max_fetches_per_user=file.images.max_fetches_per_user,
                            allow_private_addresses=file.images.allow_private_addresses),
     )

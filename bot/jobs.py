@@ -40,6 +40,22 @@ log = logging.getLogger(__name__)
 WorkFactory = Callable[[Job], Work[GenerationResult]]
 
 
+class UnsupportedJob(ValueError):
+    """A stored job the engine cannot run; its message is shown to the job's owner."""
+
+
+def cause_for_user(error: BaseException) -> str:
+    """What a failed job's owner is told: a short cause, never an exception's text or a server
+    path (the log has the whole traceback, under the job's id)."""
+    if isinstance(error, UnsupportedJob):
+        return str(error)
+    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
+        return "the GPU ran out of memory: try a smaller --ar or --q .5"
+    if type(error).__name__ == "ModelLoadError":
+        return "the model for this job could not be loaded (the operator's log says why)"
+    return "something went wrong while making the pictures"
+
+
 
 
 class JobRunner:
@@ -198,7 +214,7 @@ class JobRunner:
                 await repo.cancel_job(session, job_id=job_id)
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
+            state, error = JobState.FAILED, cause_for_user(exc)
             async with self.sessionmaker.begin() as session:
                 await repo.fail_job(session, job_id=job_id, error=error)
         finally:

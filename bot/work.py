@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from bot.jobs import WorkFactory
+from bot.jobs import UnsupportedJob, WorkFactory
 from generation.engine import Blend, Engine, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary
 from generation.executor import CancelToken, Progress, Work
 from generation.prompt import GenerationRequest
@@ -19,11 +19,6 @@ from generation.results import GenerationResult
 from storage.images import ImageStore
 from storage.job_requests import job_options, request_without_options
 from storage.models import Job, JobKind
-
-
-class UnsupportedJob(ValueError):
-    """A stored job the engine cannot run; its message is shown to the job's owner."""
-
 
 PictureReader = Callable[[int, int], Image.Image]  # (parent job id, index) -> a stored picture
 InputReader = Callable[[str], Image.Image]  # a kept input's name -> the picture

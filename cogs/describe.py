@@ -16,6 +16,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.fetch import FetchError, fetch_image, readable_size
+from cogs.utils.delivery import fit_content
+from cogs.utils.messages import shorten
+from cogs.utils.views import report_failure
 from generation.describe import Describer, load_describer
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 
 
 def describe_message(user_id: int, suggestions: list[str]) -> str:
-    lines = [f"{NUMBERS[n]} {text}" for n, text in enumerate(suggestions)]
+    lines = [f"{NUMBERS[n]} {shorten(' '.join(text.split()), 400)}" for n, text in enumerate(suggestions)]
     return "\n".join([f"**Describe** for <@{user_id}>: press a number to imagine that prompt", *lines])
 
 
@@ -55,7 +58,10 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button], template=r"descr
             await interaction.response.send_message("❌ This button no longer works: run /describe again.",
                                                     ephemeral=True)
             return
-        await imagine.imagine_prompt(interaction, prompt)
+        try:
+            await imagine.imagine_prompt(interaction, prompt)
+        except Exception as error:
+            await report_failure(interaction, error, f"describe button {self.number}")
 
 
 class Describe(commands.Cog):
@@ -91,10 +97,11 @@ class Describe(commands.Cog):
             return
         await interaction.response.defer(thinking=True)
         try:
-            fetched = await fetch_image(self.bot.http_session, image.url if image else link.strip(), policy)
+            async with self.bot.fetch_limiter.slot(interaction.user.id):
+                fetched = await fetch_image(self.bot.http_session, image.url if image else link.strip(), policy)
         except FetchError as error:
             await interaction.delete_original_response()
-            await interaction.followup.send(f"❌ {error}", ephemeral=True)
+            await interaction.followup.send(fit_content(f"❌ {error}"), ephemeral=True)
             return
         describer = await self.describer()
         suggestions = await asyncio.to_thread(describer.suggestions, fetched.image)

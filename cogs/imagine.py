@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -19,8 +20,9 @@ from discord.ext import commands
 
 from bot.fetch import FetchError, fetch_image, readable_size
 from cogs.utils.components import Action, JobButton, single_view
-from cogs.utils.delivery import ALLOWED_MENTIONS, JobMessage, defer_thinking, encode_for_upload, load_images
-from cogs.utils.messages import headline, result_message
+from cogs.utils.delivery import JobMessage, defer_thinking, encode_for_upload, fit_content, load_images, mention_only
+from cogs.utils.messages import days, headline, result_message, shorten
+from cogs.utils.views import ReportingModal
 from generation.catalog import list_loras
 from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
 from generation.prompt import MAX_IMAGE_PROMPTS, GenerationRequest, Params, PromptError, apply_suffix, parse_prompt
@@ -39,7 +41,7 @@ from storage.job_requests import (
     variation_job,
     zoom_job,
 )
-from storage.models import Job, JobState, QueueMode, User
+from storage.models import Job, JobState, QueueMode, User, Variability
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -47,11 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_ROW_ID = 2**63 - 1  # the largest id the database can hold
 REMIXABLE = frozenset({Action.REROLL, Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
 PANS = {Action.PAN_LEFT: "left", Action.PAN_RIGHT: "right", Action.PAN_UP: "up", Action.PAN_DOWN: "down"}
 
 
-class RemixForm(discord.ui.Modal, title="Remix"):
+class RemixForm(ReportingModal, title="Remix"):
     """Remix mode: V, Vary and 🔄 first let the presser edit the prompt."""
 
     prompt = discord.ui.TextInput(label="New prompt", style=discord.TextStyle.paragraph, max_length=4000)
@@ -88,7 +91,7 @@ def read_region(text: str) -> tuple[float, float, float, float]:
     return left, top, right, bottom
 
 
-class RegionForm(discord.ui.Modal, title="Vary (Region)"):
+class RegionForm(ReportingModal, title="Vary (Region)"):
     """Which part to paint again, and with what prompt."""
 
     region = discord.ui.TextInput(label="Region: a name or left top right bottom (%)", default="center",
@@ -104,25 +107,30 @@ class RegionForm(discord.ui.Modal, title="Vary (Region)"):
         await self.cog.start_region(interaction, self.parent, self.index, self.region.value, self.prompt.value)
 
 
-class ZoomForm(discord.ui.Modal, title="Custom Zoom"):
+class ZoomForm(ReportingModal, title="Custom Zoom"):
+    """Opens at once (it needs nothing stored); the picture is looked up once the form is sent."""
+
     factor = discord.ui.TextInput(label="Zoom out by (1 to 2)", default="1.5", max_length=5)
 
-    def __init__(self, cog: Imagine, parent: Job, index: int) -> None:
+    def __init__(self, cog: Imagine, job_id: int, index: int) -> None:
         super().__init__(timeout=900)
-        self.cog, self.parent, self.index = cog, parent, index
+        self.cog, self.job_id, self.index = cog, job_id, index
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         try:
             factor = float(self.factor.value.replace(",", ".").rstrip("xX"))
         except ValueError:
             factor = 0.0
-        if not 1.0 <= factor <= 2.0:
+        if not 1.0 <= factor <= 2.0:  # NaN and infinities fail this too
             await interaction.response.send_message("❌ The zoom factor is a number from 1 to 2, like 1.5.",
                                                     ephemeral=True)
             return
+        await defer_thinking(interaction)
+        parent = await self.cog.finished_job(interaction, self.job_id, self.index)
+        if parent is None:
+            return
         user = await self.cog.user(interaction.user.id)
-        await self.cog.start_jobs(interaction, self.cog.mode_for(user, None),
-                                  [zoom_job(self.parent, self.index, factor)])
+        await self.cog.start_jobs(interaction, self.cog.mode_for(user, None), [zoom_job(parent, self.index, factor)])
 
 
 class Imagine(commands.Cog):
@@ -165,7 +173,7 @@ class Imagine(commands.Cog):
         try:
             requests = self.read_prompt(prompt, attached)
         except PromptError as error:
-            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return
         await defer_thinking(interaction)
         user = await self.user(interaction.user.id)
@@ -178,7 +186,8 @@ class Imagine(commands.Cog):
         inputs: list[str] = []
         if requests[0][0].image_urls:  # the same pictures for every job of the prompt
             try:
-                inputs = await self.keep_pictures(requests[0][0].image_urls, [image] if image else [])
+                inputs = await self.keep_pictures(interaction.user.id, requests[0][0].image_urls,
+                                                  [image] if image else [])
             except FetchError as error:
                 await self.refuse(interaction, f"❌ {error}")
                 return
@@ -207,12 +216,12 @@ class Imagine(commands.Cog):
             else:
                 request, shown = GenerationRequest((), Params(aspect=aspect)), ""
         except PromptError as error:
-            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return
         await defer_thinking(interaction)
         user = await self.user(interaction.user.id)
         try:
-            inputs = await self.keep_pictures([a.url for a in pictures], pictures)
+            inputs = await self.keep_pictures(interaction.user.id, [a.url for a in pictures], pictures)
         except FetchError as error:
             await self.refuse(interaction, f"❌ {error}")
             return
@@ -220,10 +229,11 @@ class Imagine(commands.Cog):
         await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
                               [blend_job(request.to_dict(), shown, inputs)])
 
-    async def keep_pictures(self, urls: tuple[str, ...] | list[str], attachments: list[discord.Attachment]
-                            ) -> list[str]:
-        """Fetch the pictures (links and attachments get the same checks) and keep them in the image
-        store; their names, in order. FetchError says what was wrong with which."""
+    async def keep_pictures(self, user_id: int, urls: tuple[str, ...] | list[str],
+                            attachments: list[discord.Attachment]) -> list[str]:
+        """Fetch the pictures (links and attachments get the same checks; a user has only a few
+        fetches under way at once) and keep them in the image store, as sent when the format
+        is already fine; their names, in order. FetchError says what was wrong with which."""
         policy = self.bot.settings.images
         by_url = {attachment.url: attachment for attachment in attachments}
         names = []
@@ -235,15 +245,18 @@ class Imagine(commands.Cog):
             if attachment is not None and not (attachment.content_type or "image/").startswith("image/"):
                 raise FetchError(f"{which} ({attachment.filename}) is not a picture")
             try:
-                fetched = await fetch_image(self.bot.http_session, url, policy)
+                async with self.bot.fetch_limiter.slot(user_id):
+                    fetched = await fetch_image(self.bot.http_session, url, policy)
             except FetchError as error:
                 raise FetchError(f"{which}: {error}") from None
-            names.append(await asyncio.to_thread(self.bot.store.save_input, fetched.image))
+            original = (fetched.data, fetched.format) if fetched.original_is_faithful else None
+            names.append(await asyncio.to_thread(self.bot.store.save_input, fetched.image, original))
         return names
 
     @staticmethod
     async def refuse(interaction: discord.Interaction, text: str) -> None:
         """A private refusal, whether or not the interaction was already deferred."""
+        text = fit_content(text)
         if interaction.response.is_done():
             with contextlib.suppress(discord.NotFound):
                 await interaction.delete_original_response()
@@ -263,7 +276,11 @@ class Imagine(commands.Cog):
             request = replace(request, image_urls=request.image_urls + attached)
             if len(request.image_urls) > MAX_IMAGE_PROMPTS:
                 raise PromptError(f"at most {MAX_IMAGE_PROMPTS} image prompts (links and attachments together)")
-            requests.append((validate_request(request, settings.catalog, available_loras=loras), request.to_prompt()))
+            shown = request.to_prompt()
+            if len(shown) > settings.limits.max_input_length:  # with the attachment's link: Remix must show it
+                raise PromptError(f"with the attached picture's link the prompt is {len(shown)} characters; "
+                                  f"the limit is {settings.limits.max_input_length}")
+            requests.append((validate_request(request, settings.catalog, available_loras=loras), shown))
         return requests
 
     async def user(self, user_id: int) -> User:
@@ -303,16 +320,16 @@ class Imagine(commands.Cog):
         async with self.bot.sessionmaker() as session:
             jobs = [await repo.get_job(session, job_id=job_id) for job_id in job_ids]
         for number, job in enumerate(jobs):
-            message = JobMessage(self.bot, interaction.channel_id or 0, interaction, original=number == 0,
+            message = JobMessage(self.bot, interaction.channel_id or 0, job.user_id, interaction, original=number == 0,
                                  min_interval=self.bot.settings.discord.progress_edit_seconds)
             if number == 0:  # known now, so edits still work after the token expires
                 message.message_id = interaction.extras.get("original_message_id")
             waiting = self.waiting_text(job.id)
             if number == 0:
-                await message.edit(content=headline(job, waiting), allowed_mentions=ALLOWED_MENTIONS)
+                await message.edit(content=headline(job, waiting))
             else:
                 sent = await interaction.followup.send(headline(job, waiting), wait=True,
-                                                       allowed_mentions=ALLOWED_MENTIONS)
+                                                       allowed_mentions=mention_only(job.user_id))
                 message.message_id = sent.id
             if message.message_id is not None:
                 async with self.bot.sessionmaker.begin() as session:
@@ -329,16 +346,17 @@ class Imagine(commands.Cog):
             job_ids = await self.bot.jobs.submit(user_id=user_id, mode=mode, jobs=new_jobs, guild_id=guild_id,
                                                  channel_id=channel_id)
         except QueueFull as error:
-            await channel.send(f"<@{user_id}> ❌ {error}", delete_after=30, allowed_mentions=ALLOWED_MENTIONS)
+            await channel.send(fit_content(f"<@{user_id}> ❌ {error}"), delete_after=30,
+                               allowed_mentions=mention_only(user_id))
             return
         for job_id in job_ids:
             events = self.bot.jobs.events(job_id)
             async with self.bot.sessionmaker() as session:
                 job = await repo.get_job(session, job_id=job_id)
-            sent = await channel.send(headline(job, self.waiting_text(job_id)), allowed_mentions=ALLOWED_MENTIONS)
+            sent = await channel.send(headline(job, self.waiting_text(job_id)), allowed_mentions=mention_only(user_id))
             async with self.bot.sessionmaker.begin() as session:
                 await repo.set_job_message(session, job_id=job_id, message_id=sent.id)
-            message = JobMessage(self.bot, channel_id, message_id=sent.id, original=False,
+            message = JobMessage(self.bot, channel_id, user_id, message_id=sent.id, original=False,
                                  min_interval=self.bot.settings.discord.progress_edit_seconds)
             self._track(self.deliver(job, message, events), job_id)
 
@@ -355,7 +373,7 @@ class Imagine(commands.Cog):
             job = await repo.get_job(session, job_id=job_id)
         if job is None or job.channel_id is None:
             return
-        message = JobMessage(self.bot, job.channel_id, message_id=job.message_id, original=False,
+        message = JobMessage(self.bot, job.channel_id, job.user_id, message_id=job.message_id, original=False,
                              min_interval=self.bot.settings.discord.progress_edit_seconds)
         if job.state in (JobState.QUEUED, JobState.RUNNING):
             await message.edit(content=headline(job, self.waiting_text(job_id)))
@@ -369,12 +387,13 @@ class Imagine(commands.Cog):
             job = await repo.get_job(session, job_id=job_id)
         if job is None or job.channel_id is None:
             return
-        message = JobMessage(self.bot, job.channel_id, message_id=job.message_id, original=False)
+        message = JobMessage(self.bot, job.channel_id, job.user_id, message_id=job.message_id, original=False)
         await message.edit(content=f"{headline(job, 'failed')}\n❌ {job.error} (job {job.id})")
         if message.gone or message.message_id is None:
             await self.bot.get_partial_messageable(job.channel_id).send(
-                f"<@{job.user_id}> ❌ your job {job.id} (**{job.prompt}**) was given up: {job.error}",
-                allowed_mentions=ALLOWED_MENTIONS)
+                fit_content(f"<@{job.user_id}> ❌ your job {job.id} (**{shorten(job.prompt, 200)}**) was given up: "
+                            f"{job.error}"),
+                allowed_mentions=mention_only(job.user_id))
 
     def waiting_text(self, job_id: int) -> str:
         position = self.bot.jobs.position(job_id)
@@ -419,45 +438,83 @@ class Imagine(commands.Cog):
 
     async def on_job_button(self, interaction: discord.Interaction, action: Action, job_id: int,
                             index: int | None) -> None:
-        async with self.bot.sessionmaker() as session:
-            parent = await repo.get_job(session, job_id=job_id)
-        if parent is None or parent.state != JobState.DONE:
-            await interaction.response.send_message("❌ That job's pictures are gone: run /imagine again.",
-                                                    ephemeral=True)
+        """A press is answered before any database wait (Discord drops it after 3 s), except by
+        the buttons that may open a form: a form must be the first answer, so they first read
+        the rows it needs (by primary key, which takes no write lock)."""
+        index = index or 0
+        if action == Action.ZOOM_CUSTOM:
+            await interaction.response.send_modal(ZoomForm(self, job_id, index))
             return
-        if index is not None and index >= len(parent.images):
-            await interaction.response.send_message("❌ That picture does not exist.", ephemeral=True)
+        may_open_form = action == Action.VARY_REGION or action in REMIXABLE
+        if not may_open_form:
+            await self.acknowledge(interaction, action)
+        presser = await self.stored_user(interaction.user.id) if may_open_form else None
+        parent = await self.finished_job(interaction, job_id, index)
+        if parent is None:
             return
+        if action == Action.VARY_REGION:
+            await interaction.response.send_modal(RegionForm(self, parent, index))
+            return
+        if presser is not None and presser.remix and action in REMIXABLE:
+            await interaction.response.send_modal(RemixForm(self, parent.prompt, self.job_for_button(
+                presser.variability, action, parent, index)))
+            return
+        if not interaction.response.is_done():
+            await self.acknowledge(interaction, action)
         if action == Action.PICK:
-            await self.post_single(interaction, parent, index or 0)
+            await self.post_single(interaction, parent, index)
             return
         if action == Action.FAVOURITE:
             async with self.bot.sessionmaker.begin() as session:
-                added = await repo.add_favourite(session, user_id=interaction.user.id,
-                                                 image_id=parent.images[index or 0].id)
-            await interaction.response.send_message(
-                "❤️ Added to your favourites." if added else "❤️ Already in your favourites.", ephemeral=True)
-            return
-        if action == Action.VARY_REGION:
-            await interaction.response.send_modal(RegionForm(self, parent, index or 0))
-            return
-        if action == Action.ZOOM_CUSTOM:
-            await interaction.response.send_modal(ZoomForm(self, parent, index or 0))
+                added = await repo.add_favourite(session, user_id=interaction.user.id, image_id=parent.images[index].id)
+            await interaction.followup.send("❤️ Added to your favourites." if added else
+                                            "❤️ Already in your favourites.", ephemeral=True)
             return
         user = await self.user(interaction.user.id)
-        new_job = self.job_for_button(user, action, parent, index or 0)
-        if user.remix and action in REMIXABLE:
-            await interaction.response.send_modal(RemixForm(self, parent.prompt, new_job))
-            return
-        await self.start_jobs(interaction, self.mode_for(user, None), [new_job])
+        await self.start_jobs(interaction, self.mode_for(user, None),
+                              [self.job_for_button(user.variability, action, parent, index)])
 
-    def job_for_button(self, user: User, action: Action, parent: Job, index: int) -> NewJob:
+    @staticmethod
+    async def acknowledge(interaction: discord.Interaction, action: Action) -> None:
+        """❤️ is answered privately; every other button with a public "thinking…" that becomes its message."""
+        if action == Action.FAVOURITE:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        else:
+            await defer_thinking(interaction)
+
+    async def finished_job(self, interaction: discord.Interaction, job_id: int, index: int) -> Job | None:
+        """The job a button or form works on, with its pictures; None after telling the presser why not."""
+        parent = None
+        if 0 < job_id <= MAX_ROW_ID:  # a forged button id can carry any number of digits
+            async with self.bot.sessionmaker() as session:
+                parent = await repo.get_job(session, job_id=job_id)
+        if parent is None or parent.state != JobState.DONE:
+            await self.refuse(interaction, "❌ That job's pictures are gone: run /imagine again.")
+            return None
+        if index >= len(parent.images):
+            await self.refuse(interaction, "❌ That picture does not exist.")
+            return None
+        if not await asyncio.to_thread(Path(parent.images[index].path).exists):
+            keep = self.bot.settings.storage.keep_results_days
+            await self.refuse(interaction, f"❌ That picture was removed: this server keeps pictures for {days(keep)}. "
+                                           "Run /imagine again." if keep else
+                                           "❌ That picture is gone from the image store: run /imagine again.")
+            return None
+        return parent
+
+    async def stored_user(self, user_id: int) -> User | None:
+        """The user's row if there is one, read without writing (a form may follow)."""
+        async with self.bot.sessionmaker() as session:
+            return await repo.get_user(session, user_id=user_id)
+
+    @staticmethod
+    def job_for_button(variability: Variability, action: Action, parent: Job, index: int) -> NewJob:
         if action == Action.REROLL:
             return reroll_job(parent)
         if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
             return variation_job(parent, index, "subtle" if action == Action.VARY_SUBTLE else "strong")
         if action == Action.VARY:  # V1–V4 follow the presser's /settings
-            return variation_job(parent, index, user.variability.value)
+            return variation_job(parent, index, variability.value)
         if action in PANS:
             return pan_job(parent, index, PANS[action])
         if action in (Action.ZOOM_2, Action.ZOOM_15):
@@ -468,45 +525,61 @@ class Imagine(commands.Cog):
 
     async def start_region(self, interaction: discord.Interaction, parent: Job, index: int, region_text: str,
                            prompt: str) -> None:
-        """Vary (Region) once its form is sent: the region read, the (new) prompt checked."""
-        user = await self.user(interaction.user.id)
+        """Vary (Region) once its form is sent."""
         try:
             box = read_region(region_text)
-            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix))
-            if len(requests) != 1 or requests[0][0].image_urls:
-                raise PromptError("Vary (Region) takes one prompt: no {permutations}, --repeat or image links")
         except PromptError as error:
-            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
+            await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return
-        request, shown = requests[0]
-        await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
-                              [region_job(parent, index, box, request.to_dict(), shown)])
+        if (read := await self.read_form_prompt(interaction, prompt, "Vary (Region)")) is not None:
+            user, request, shown = read
+            await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
+                                  [region_job(parent, index, box, request.to_dict(), shown)])
 
     async def start_remixed(self, interaction: discord.Interaction, new_job: NewJob, prompt: str) -> None:
         """Remix mode: the job the button asked for, with the prompt as the user edited it."""
+        if (read := await self.read_form_prompt(interaction, prompt, "A remix")) is not None:
+            user, request, shown = read
+            await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
+                                  [remix(new_job, request.to_dict(), shown)])
+
+    async def read_form_prompt(self, interaction: discord.Interaction, prompt: str, what: str
+                               ) -> tuple[User, GenerationRequest, str] | None:
+        """A form's prompt, read alone before any wait (a mistake is answered at once, privately),
+        then again with the user's /settings after the deferral; None once the user was told why not."""
+        try:
+            self.one_prompt(prompt, what)
+        except PromptError as error:
+            await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
+            return None
+        await defer_thinking(interaction)
         user = await self.user(interaction.user.id)
         try:
-            requests = self.read_prompt(apply_suffix(prompt, user.default_suffix))
+            request, shown = self.one_prompt(apply_suffix(prompt, user.default_suffix), what)
         except PromptError as error:
-            await interaction.response.send_message(f"❌ {error}", ephemeral=True)
-            return
+            await self.refuse(interaction, f"❌ {error} (with your /settings)")
+            return None
+        return user, request, shown
+
+    def one_prompt(self, prompt: str, what: str) -> tuple[GenerationRequest, str]:
+        """A prompt that makes exactly one job with no image links (forms on a picture take one)."""
+        requests = self.read_prompt(prompt)
         if len(requests) != 1 or requests[0][0].image_urls:
-            await interaction.response.send_message(
-                "❌ A remix takes one prompt: no {permutations}, --repeat or image links.", ephemeral=True)
-            return
-        request, shown = requests[0]
-        await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
-                              [remix(new_job, request.to_dict(), shown)])
+            raise PromptError(f"{what} takes one prompt: no {{permutations}}, --repeat or image links.")
+        return requests[0]
 
     async def post_single(self, interaction: discord.Interaction, parent: Job, index: int) -> None:
         """U1–U4: the picture on its own, with the buttons that work on one picture."""
-        await interaction.response.defer(thinking=True)
+        if not interaction.response.is_done():
+            await defer_thinking(interaction)
         (image,) = await load_images([parent.images[index].path])
         file = await asyncio.to_thread(encode_for_upload, image, f"job-{parent.id}-{index + 1}",
                                        interaction.filesize_limit)
         await interaction.followup.send(
-            f"**{parent.prompt}** - Image #{index + 1} <@{interaction.user.id}>", file=file,
-            view=single_view(parent.id, index, square=image.width == image.height), allowed_mentions=ALLOWED_MENTIONS)
+            f"**{shorten(parent.prompt, 1800)}** - Image #{index + 1} <@{interaction.user.id}>", file=file,
+            view=single_view(parent.id, index, square=image.width == image.height),
+            allowed_mentions=mention_only(interaction.user.id))
+
 
 async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(Imagine(bot))

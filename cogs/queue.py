@@ -31,6 +31,21 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
+FIELD_LIMIT = 1024  # Discord refuses a longer embed field value
+
+
+def field_lines(lines: list[str]) -> str:
+    """As many lines as fit in one embed field, then how many more there are."""
+    shown: list[str] = []
+    for number, line in enumerate(lines):
+        more = f"… and {len(lines) - number} more"
+        room_for_more = len(more) + 1 if number < len(lines) - 1 else 0
+        if len("\n".join([*shown, line])) + room_for_more > FIELD_LIMIT:
+            return "\n".join([*shown, more])
+        shown.append(line)
+    return "\n".join(shown) or "nothing"
+
+
 class Queue(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
@@ -47,8 +62,8 @@ class Queue(commands.Cog):
         embed.add_field(name="Mode", value=MODE_HELP[mode], inline=False)
         running = [job for job in unfinished if job.state == JobState.RUNNING]
         queued = [job for job in unfinished if job.state == JobState.QUEUED]
-        embed.add_field(name=f"Running ({len(running)})", inline=False, value="\n".join(
-            f"`{job.id}` {shorten(job.prompt)}" for job in running) or "nothing")
+        embed.add_field(name=f"Running ({len(running)})", inline=False, value=field_lines(
+            [f"`{job.id}` {shorten(job.prompt)}" for job in running]))
         lines = []
         for job in queued:
             position = self.bot.jobs.position(job.id)
@@ -56,7 +71,7 @@ class Queue(commands.Cog):
             where = f"{position + 1} in the queue" if position is not None else "waiting"
             about = f", about {_duration(estimate)}" if estimate is not None else ""
             lines.append(f"`{job.id}` {shorten(job.prompt)} ({where}{about})")
-        embed.add_field(name=f"Queued ({len(queued)})", value="\n".join(lines) or "nothing", inline=False)
+        embed.add_field(name=f"Queued ({len(queued)})", value=field_lines(lines), inline=False)
         embed.add_field(name="Usage", inline=False, value=(
             f"{usage.jobs_done} jobs, {usage.images} pictures, {_duration(usage.generation_seconds)} of generation"))
         await interaction.response.send_message(embed=embed, ephemeral=True)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
+from cogs.utils.delivery import CONTENT_LIMIT
+from cogs.utils.messages import shorten
 from storage import repository as repo
 from storage.images import read_parameters
 from storage.job_requests import reroll_job
@@ -60,16 +63,25 @@ class Reactions(commands.Cog):
 
     async def send_parameters(self, user_id: int, job: Job) -> None:
         """✉️: everything needed to make the pictures again, privately."""
-        parameters = await asyncio.to_thread(read_parameters, job.images[0].path) if job.images else None
+        try:
+            parameters = await asyncio.to_thread(read_parameters, job.images[0].path) if job.images else None
+        except OSError:  # the pictures expired (or were removed): the prompt and seeds are still worth sending
+            parameters = None
         seeds = ", ".join(str(image.seed) for image in job.images) or str(job.seed)
         lines = [f"**{job.prompt}**", f"Job ID: `{job.id}`", f"Seed: {job.seed} (pictures: {seeds})"]
         if job.parent_id is not None:
             lines.append(f"Made from job `{job.parent_id}`")
         if parameters:
             lines.append(f"```\n{parameters}\n```")
+        message: dict = {"content": "\n".join(lines)}
+        if len(message["content"]) > CONTENT_LIMIT:  # the whole text as a file; the message says what it is
+            message = {"content": f"**{shorten(job.prompt, 1500)}**\nJob ID: `{job.id}` · Seed: {job.seed}\n"
+                                  "The full prompt and parameters are in the attached file.",
+                       "file": discord.File(io.BytesIO(message["content"].encode()),
+                                            filename=f"job-{job.id}-parameters.txt")}
         try:
             dm = await self.bot.create_dm(discord.Object(user_id))
-            await dm.send("\n".join(lines))
+            await dm.send(**message)
         except discord.Forbidden:
             log.info("user %s does not take DMs; parameters of job %s not sent", user_id, job.id)
 

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.views import ReportingView
 from generation.prompt import parameter_chunks, with_parameter
 from storage import repository as repo
 from storage.models import QueueMode, User, Variability
@@ -67,11 +68,11 @@ def describe(settings: UserSettings) -> str:
             f"Remix: {'on' if settings.remix else 'off'}")
 
 
-class SettingsView(discord.ui.View):
+class SettingsView(ReportingView):
     """Rebuilt after every change, so it always shows what is stored."""
 
     def __init__(self, cog: Settings, user_id: int, settings: UserSettings) -> None:
-        super().__init__(timeout=600)
+        super().__init__(timeout=600, owner_id=user_id)
         self.cog, self.user_id, self.settings = cog, user_id, settings
         catalog = cog.bot.settings.catalog
         models = [discord.SelectOption(label=f"Default ({catalog.default_version})", value="default",
@@ -95,13 +96,11 @@ class SettingsView(discord.ui.View):
             button.style = discord.ButtonStyle.success if settings.mode == mode else discord.ButtonStyle.secondary
             button.disabled = mode.value not in allowed
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        return interaction.user.id == self.user_id
-
     async def _save(self, interaction: discord.Interaction, **changes) -> None:
+        await interaction.response.defer()  # acknowledged before the database write; the message is edited after
         settings = await self.cog.save(self.user_id, **changes)
-        await interaction.response.edit_message(content=describe(settings),
-                                                view=SettingsView(self.cog, self.user_id, settings))
+        await interaction.edit_original_response(content=describe(settings),
+                                                 view=SettingsView(self.cog, self.user_id, settings))
 
     @discord.ui.select(placeholder="Model version", row=0)
     async def model_select(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:

@@ -1,96 +1,78 @@
-"""Prompt segments to prompt embeddings: WebUI emphasis, `::` weights and `--no`, through compel.
+"""Prompt segments to prompt embeddings: WebUI emphasis, BREAK, `::` weights and `--no`, through compel.
 
 The parser hands over segments whose text still holds the WebUI emphasis users type
-(`(word:1.3)`, `((word))`, `[word]`, `\\(`). compel 2.x does the weighting and the
+(`(word:1.3)`, `((word))`, `[word]`, `\\(`, `BREAK`). compel 2.x does the weighting and the
 chunking of long prompts, but it reads its own syntax (`word++`, `(phrase)1.3`) and
-would take `(word:1.3)` as plain text. So each segment is read here into weighted
-runs of text and handed to compel as its own prompt objects (`Fragment`s in a
+would take `(word:1.3)` as plain text. So each segment is read by `generation.emphasis`
+into weighted runs of text and handed to compel as its own prompt objects (`Fragment`s in a
 `FlattenedPrompt`), never as a compel string: text like `C++` or a quoted word then
 means what it says.
 
 How the segments combine (docs/engine.md):
 - positive segments are each encoded and mixed by their normalised weights
-  (compel's `Blend`), so `space::2 ship` is two parts space to one part ship;
+  (as compel's `Blend` does), so `space::2 ship` is two parts space to one part ship;
 - negative segments (`--no red`, `dog::-1`) are mixed the same way, by the size of
   their weights, and become the negative side of classifier-free guidance;
 - prompts longer than the text encoder's window are encoded in several windows
-  (compel's chunking) and nothing is cut.
+  (compel's chunking) and nothing is cut;
+- `BREAK` starts a new window, as in the WebUI: the text before it is encoded alone and
+  padded to whole windows, the text after starts afresh (compel's `Conjunction`, which
+  encodes each part on its own and concatenates them along the token axis). The word
+  itself is never encoded.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from compel import Compel, ReturnedEmbeddingsType
-from compel.prompt_parser import Blend, FlattenedPrompt, Fragment
+from compel.embeddings_provider import EmbeddingsProvider
+from compel.prompt_parser import Conjunction, FlattenedPrompt, Fragment
 
+from .emphasis import (
+    BREAK,
+    BREAK_RUN,
+    EMPHASIS_STEP,
+    EmphasisError,
+    emphasis_bounds,
+    parse_emphasis,
+    plain_text,
+    split_windows,
+)
 from .prompt import Segment
 
-EMPHASIS_STEP = 1.1  # the WebUI's factor for one pair of () (and 1/1.1 for [])
-
-_EMPHASIS_TOKEN = re.compile(
-    r"""
-    \\[\\()\[\]]                          # an escaped bracket or backslash: literal
-    | :\s*(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\)   # ":1.3)" closes an explicit weight
-    | [()\[\]]                            # brackets
-    | [^\\()\[\]:]+                       # plain text
-    | [:\\]                               # a lone colon or backslash: literal
-    """,
-    re.VERBOSE,
-)
+__all__ = [  # the emphasis names are re-exported: older code imports them from here
+    "BREAK", "BREAK_RUN", "EMPHASIS_STEP", "Conditioning", "EmphasisError", "PromptEncoder", "compel_prompt",
+    "emphasis_bounds", "parse_emphasis", "plain_text",
+]
 
 
-def parse_emphasis(text: str) -> list[tuple[str, float]]:
-    """Split WebUI-emphasised text into (text, weight) runs, the way AUTOMATIC1111 reads it.
-
-    `(a)` x1.1, `((a))` x1.21, `(a:1.3)` x1.3, `[a]` /1.1, `\\(` a literal bracket.
-    A bracket never closed still counts (as in the WebUI); a closer with no opener is text.
-    """
-    runs: list[list] = []  # [text, weight]
-    openers: list[tuple[str, int]] = []  # (bracket, index of the first run inside it)
-
-    def scale(start: int, factor: float) -> None:
-        for run in runs[start:]:
-            run[1] *= factor
-
-    for match in _EMPHASIS_TOKEN.finditer(text):
-        token = match.group(0)
-        if token.startswith("\\") and len(token) == 2:
-            runs.append([token[1], 1.0])
-        elif match.group("weight") is not None and openers and openers[-1][0] == "(":
-            scale(openers.pop()[1], float(match.group("weight")))
-        elif token in "([" and len(token) == 1:
-            openers.append((token, len(runs)))
-        elif token == ")" and openers and openers[-1][0] == "(":
-            scale(openers.pop()[1], EMPHASIS_STEP)
-        elif token == "]" and openers and openers[-1][0] == "[":
-            scale(openers.pop()[1], 1 / EMPHASIS_STEP)
-        else:
-            runs.append([token, 1.0])
-    for bracket, start in reversed(openers):
-        scale(start, EMPHASIS_STEP if bracket == "(" else 1 / EMPHASIS_STEP)
-
-    merged: list[tuple[str, float]] = []
-    for piece, weight in runs:
-        if merged and abs(merged[-1][1] - weight) < 1e-9:
-            merged[-1] = (merged[-1][0] + piece, weight)
-        else:
-            merged.append((piece, weight))
-    cleaned = [(" ".join(piece.split()), round(weight, 6)) for piece, weight in merged]
-    return [(piece, weight) for piece, weight in cleaned if piece] or [("", 1.0)]
+def _flattened(runs: Sequence[tuple[str, float]]) -> FlattenedPrompt:
+    return FlattenedPrompt([Fragment(piece, weight) for piece, weight in runs] or [Fragment("", 1.0)])
 
 
-def plain_text(text: str) -> str:
-    """The words without emphasis marks (for pooled embeddings and the infotext's readers)."""
-    return " ".join(piece for piece, _ in parse_emphasis(text)).strip()
+def compel_prompt(text: str) -> FlattenedPrompt | Conjunction:
+    """One segment as compel's prompt object: its emphasis runs as weighted fragments.
+
+    With BREAK, a `Conjunction` of one `FlattenedPrompt` per window group, so compel pads each
+    group to whole windows and the next one starts a window of its own."""
+    windows = split_windows(parse_emphasis(text))
+    if len(windows) == 1:
+        return _flattened(windows[0])
+    return Conjunction([_flattened(runs) for runs in windows])
 
 
-def compel_prompt(text: str) -> FlattenedPrompt:
-    """One segment as compel's prompt object: its emphasis runs as weighted fragments."""
-    return FlattenedPrompt([Fragment(piece, weight) for piece, weight in parse_emphasis(text)])
+def _first_window_text(text: str) -> str:
+    """The words of the first BREAK window: the WebUI takes SDXL's pooled embedding from its first window."""
+    return " ".join(piece for piece, _ in split_windows(parse_emphasis(text))[0])
+
+
+def _encode(compel: Compel, prompt: FlattenedPrompt | Conjunction) -> torch.Tensor:
+    if isinstance(prompt, Conjunction):
+        return compel.build_conditioning_tensor_for_conjunction(prompt)[0]
+    return compel.build_conditioning_tensor_for_prompt_object(prompt)[0][0]
 
 
 @dataclass(frozen=True)
@@ -117,12 +99,18 @@ class Conditioning:
         return kwargs
 
 
-def _blend(segments: Sequence[Segment]) -> Blend | FlattenedPrompt:
+def _encode_segments(compel: Compel, segments: Sequence[Segment]) -> torch.Tensor:
+    """The segments mixed by their normalised weights, exactly as compel's `Blend` mixes prompts.
+
+    Done here because a `Blend` takes only `FlattenedPrompt`s, and a segment with BREAK is a
+    `Conjunction`: each is encoded, padded to the longest with compel's empty windows, and summed."""
     if not segments:
-        return FlattenedPrompt([Fragment("", 1.0)])
+        return _encode(compel, _flattened([]))
     if len(segments) == 1:
-        return compel_prompt(segments[0].text)
-    return Blend([compel_prompt(s.text) for s in segments], [abs(s.weight) for s in segments])
+        return _encode(compel, compel_prompt(segments[0].text))
+    tensors = compel.pad_conditioning_tensors_to_same_length([_encode(compel, compel_prompt(s.text)) for s in segments])
+    weights = [abs(s.weight) for s in segments]
+    return EmbeddingsProvider.apply_embedding_weights(torch.cat(tensors).unsqueeze(0), weights, normalize=True)
 
 
 class PromptEncoder:
@@ -150,8 +138,8 @@ class PromptEncoder:
             positive = [Segment("", 1.0)]
         per_encoder = []
         for compel in self._compels:
-            pos = compel.build_conditioning_tensor_for_prompt_object(_blend(positive))[0][0]
-            neg = compel.build_conditioning_tensor_for_prompt_object(_blend(negative))[0][0]
+            pos = _encode_segments(compel, positive)
+            neg = _encode_segments(compel, negative)
             per_encoder.append(compel.pad_conditioning_tensors_to_same_length([pos, neg]))
         if not self.is_sdxl:
             (pos, neg), = per_encoder
@@ -178,7 +166,7 @@ class PromptEncoder:
         provider = compel.conditioning_provider
         if not segments:
             return provider.get_pooled_embeddings([""])
-        texts = [plain_text(s.text) for s in segments]
+        texts = [_first_window_text(s.text) for s in segments]
         pooled = provider.get_pooled_embeddings(texts)
         weights = torch.tensor([abs(s.weight) for s in segments], dtype=pooled.dtype, device=pooled.device)
         return (pooled * (weights / weights.sum())[:, None]).sum(dim=0, keepdim=True)

@@ -501,7 +501,7 @@ class Engine:
     def _denoise(self, model: LoadedModel, pipe, plan: GenerationPlan, conditioning: Conditioning,
                  seeds: tuple[int, ...], report: Report, token: CancelToken, **inputs: Any) -> list[Image.Image]:
         """One pipeline call with the job's sampler, tiling and per-step callback."""
-        pipe.scheduler = make_scheduler(plan.sampler_name, model.base_scheduler)
+        pipe.scheduler = make_scheduler(plan.sampler_name, model.base_scheduler, seeds)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         images = len(seeds)
         stop_fraction = plan.stop / 100

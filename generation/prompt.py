@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from rapidfuzz import fuzz, process
 
+from .emphasis import EmphasisError, count_breaks, emphasis_bounds, parse_emphasis
+
 Mode = Literal["fast", "relax", "turbo"]
 
 MAX_IMAGE_PROMPTS = 5
@@ -33,10 +35,23 @@ NO_WEIGHT = -0.5  # Midjourney: `--no x` is `x::-.5`
 QUALITY_STEPS = (0.25, 0.5, 1.0, 2.0)
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "gif")
 SEEDS_PER_GRID = 4
+DECIMALS = 4  # decimal values (weights, --iw, --cfg) are kept to 4 places, so what is shown reads back the same
+MAX_SEGMENT_WEIGHT = 1000  # |weight| after `::`
+MAX_EMPHASIS_WEIGHT = 10  # |weight| of any emphasised run, nesting included: ((b:5):2) gives b 10
+MAX_NESTING = 10  # `{` or `(` / `[` inside each other
+MAX_SEGMENTS = 50  # `::` segments and `--no` items together: each is encoded on its own
+MAX_BREAKS = 8  # BREAK words in a prompt: each starts another 77-token window
 
 
 class PromptError(ValueError):
-    """A prompt the language does not allow; the message is meant for the user."""
+    """A prompt the language does not allow; the message is meant for the user.
+
+    However long what the user typed, the message stays short: it is cut at `MESSAGE_LIMIT`."""
+
+    MESSAGE_LIMIT = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(shortened(message, self.MESSAGE_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,7 @@ class PromptLimits:
     max_jobs: int = 10
     max_text_length: int = 1500
     max_aspect_ratio: float = 4.0
+    max_input_length: int = 4000  # the whole prompt as typed (links, tags, parameters), checked before anything
 
 
 @dataclass(frozen=True)
@@ -114,30 +130,40 @@ class GenerationRequest:
         }
 
     def to_prompt(self) -> str:
-        """The request written back as one prompt: what result messages and /history show.
+        """The request written back as one prompt: what result messages, /history and Remix show.
 
-        Permutations and `--repeat` are already expanded; parameters at their defaults
-        are left out; `--no` items come last, as users write them."""
-        positive, negative = self.positive_segments, self.negative_segments
-        no_items = all(s.weight == NO_WEIGHT for s in negative)
-        if len(positive) == 1 and positive[0].weight == 1 and no_items:
-            words = [positive[0].text]
-        else:  # every segment with its weight, negative ones in place
-            words = [f"{s.text}::{s.weight:g}" for s in self.segments if s.weight > 0 or not no_items]
-        words = [*self.image_urls, *words, *(f"<lora:{lora.name}:{lora.weight:g}>" for lora in self.loras)]
+        It parses back to this same request (a property the tests check on fuzzed prompts):
+        permutations and `--repeat` are already expanded, parameters at their defaults are
+        left out, segments keep their order (weight 0 included), the trailing -0.5 segments
+        are written as `--no`, and braces and commas are escaped where they would be read."""
+        segments = list(self.segments)
+        split = len(segments)
+        while split and segments[split - 1].weight == NO_WEIGHT:
+            split -= 1
+        typed, no_items = segments[:split], segments[split:]
+        if len(typed) == 1 and typed[0].weight == 1:
+            words = [_escape(typed[0].text)]
+        else:  # a text ending in ":" would swallow the `::` that follows it
+            # a space before `::` where the text ends in ":" (it would swallow the `::`) or holds a
+            # "<" (`<3::1 … >` would read as a tag)
+            words = [f"{_escape(s.text)}{' ' if s.text.endswith(':') or '<' in s.text else ''}::{_fmt(s.weight)}"
+                     for s in typed]
+        if words and _URL.match(words[0]):  # text that starts with a link: an empty `::` keeps it text
+            words[0] = ":: " + words[0]
+        words = [*self.image_urls, *words, *(f"<lora:{lora.name}:{_fmt(lora.weight)}>" for lora in self.loras)]
         default, params = Params(), self.params
         flags = {
             "--ar": params.aspect if params.aspect != default.aspect else None,
             "--chaos": params.chaos or None,
-            "--q": f"{params.quality:g}" if params.quality != default.quality else None,
+            "--q": _fmt(params.quality) if params.quality != default.quality else None,
             "--seed": params.seed,
             "--stop": params.stop if params.stop != default.stop else None,
             "--s": params.stylize if params.stylize != default.stylize else None,
-            "--iw": f"{params.image_weight:g}" if params.image_weight != default.image_weight else None,
+            "--iw": _fmt(params.image_weight) if params.image_weight != default.image_weight else None,
             "--v": params.version,
             "--style": params.style,
             "--steps": params.steps,
-            "--cfg": f"{params.cfg:g}" if params.cfg is not None else None,
+            "--cfg": _fmt(params.cfg) if params.cfg is not None else None,
             "--sampler": params.sampler,
         }
         words += [f"{flag} {value}" for flag, value in flags.items() if value is not None]
@@ -147,8 +173,8 @@ class GenerationRequest:
             words.append("--tile")
         if params.mode is not None:
             words.append(f"--{params.mode}")
-        if negative and no_items:
-            words.append("--no " + ", ".join(s.text for s in negative))
+        if no_items:
+            words.append("--no " + ", ".join(_no_item(s.text) for s in no_items))
         return " ".join(words)
 
     @classmethod
@@ -160,6 +186,14 @@ class GenerationRequest:
             image_urls=tuple(data.get("image_urls", ())),
             loras=tuple(LoraRef(lora["name"], float(lora["weight"])) for lora in data.get("loras", ())),
         )
+
+
+def _no_item(text: str) -> str:
+    """A `--no` item as written back: commas and braces escaped; a space keeps a trailing
+    backslash from escaping the comma after it."""
+    escaped = _escape(text, "{},")
+    odd_backslashes = (len(escaped) - len(escaped.rstrip("\\"))) % 2
+    return escaped + " " if odd_backslashes else escaped
 
 
 def _plain_number(value: float | None) -> float | int | None:
@@ -179,59 +213,91 @@ def normalise_dashes(text: str) -> str:
     return _PHONE_DASH.sub("--", text)
 
 
-def expand_permutations(text: str, limit: int) -> list[str]:
+def expand_permutations(text: str, limit: int, max_depth: int = 8) -> list[str]:
     """`{red, green} bird` -> ["red bird", "green bird"]; nested groups, cartesian, `\\,` kept.
 
-    Escapes stay in the output (the caller unescapes after splitting `--no` lists), and
-    expansion stops with an error as soon as it would pass `limit` prompts.
+    One pass reads the braces into a tree (nesting over `max_depth` is refused there), the
+    number of prompts is counted on the tree, and only a prompt within `limit` is expanded:
+    the work is linear in the text times the prompts made. Escapes stay in the output (the
+    caller unescapes after splitting `--no` lists); each option is trimmed.
     """
-    results: list[str] = []
-    pending = [text]
-    while pending:
-        current = pending.pop(0)
-        group = _first_group(current)
-        if group is None:
-            results.append(current)
-            if len(results) > limit:
-                raise _too_many_jobs(len(results), limit)
+    tree = _read_groups(text, max_depth)
+    count = _count(tree)
+    if count > limit:
+        raise _too_many_jobs(count if count <= _COUNT_SHOWN else f"more than {_COUNT_SHOWN}", limit)
+    return _expand(tree)
+
+
+_COUNT_SHOWN = 1000  # larger counts are reported as "more than 1000"
+# a sequence: literal text and groups; a group: its options, each a sequence
+_Sequence = list  # list[str | list[_Sequence]]
+
+
+def _read_groups(text: str, max_depth: int) -> _Sequence:
+    """The text as a tree of literal pieces and `{...}` groups, in one left-to-right pass."""
+    root: _Sequence = []
+    stack: list[tuple[list[_Sequence], _Sequence]] = []  # (the open group's options, the sequence it is in)
+    current, piece, i = root, [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            piece.append(text[i:i + 2])
+            i += 2
             continue
-        start, end = group
-        options = _split_unescaped(current[start + 1:end], ",")
-        expanded = [current[:start] + option.strip() + current[end + 1:] for option in options]
-        pending[:0] = expanded
-        if len(results) + len(pending) > limit:
-            raise _too_many_jobs(len(results) + len(pending), limit)
+        if char == "{":
+            if len(stack) >= max_depth:
+                raise PromptError(f"permutations are nested more than {max_depth} deep: use fewer {{ }} levels")
+            current.append("".join(piece))
+            options: list[_Sequence] = [[]]
+            stack.append((options, current))
+            current, piece = options[0], []
+        elif char == "," and stack:
+            current.append("".join(piece))
+            options = stack[-1][0]
+            options.append([])
+            current, piece = options[-1], []
+        elif char == "}":
+            if not stack:
+                raise PromptError("there is a `}` without its `{`: write permutations as {a, b}, "
+                                  "or `\\}` for a literal brace")
+            current.append("".join(piece))
+            options, outer = stack.pop()
+            outer.append(options)
+            current, piece = outer, []
+        else:
+            piece.append(char)
+        i += 1
+    if stack:
+        raise PromptError("a `{` is never closed: write permutations as {a, b}, or `\\{` for a literal brace")
+    current.append("".join(piece))
+    return root
+
+
+def _count(sequence: _Sequence) -> int:
+    """How many prompts a sequence makes, saturating just past what can be reported."""
+    total = 1
+    for part in sequence:
+        if isinstance(part, list):
+            total = min(total * min(sum(_count(option) for option in part), _COUNT_SHOWN + 1),
+                        _COUNT_SHOWN + 1)
+    return total
+
+
+def _expand(sequence: _Sequence) -> list[str]:
+    """Every prompt of a sequence, first group outermost; options trimmed."""
+    results = [""]
+    for part in sequence:
+        if isinstance(part, str):
+            results = [result + part for result in results]
+        else:
+            choices = [text.strip() for option in part for text in _expand(option)]
+            results = [result + choice for result in results for choice in choices]
     return results
 
 
 def _too_many_jobs(count: int | str, limit: int) -> PromptError:
     return PromptError(f"this prompt makes {count} jobs; the limit is {limit}. "
                        "Use fewer {options} or a smaller --repeat.")
-
-
-def _first_group(text: str) -> tuple[int, int] | None:
-    """Index of the first unescaped `{` and of its matching `}`; errors on unbalanced braces."""
-    depth, start, i = 0, -1, 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif char == "}":
-            if depth == 0:
-                raise PromptError("there is a `}` without its `{`: write permutations as {a, b}, "
-                                  "or `\\}` for a literal brace")
-            depth -= 1
-            if depth == 0:
-                return start, i
-        i += 1
-    if depth:
-        raise PromptError("a `{` is never closed: write permutations as {a, b}, or `\\{` for a literal brace")
-    return None
 
 
 def _split_unescaped(text: str, separator: str) -> list[str]:
@@ -258,8 +324,19 @@ def _split_unescaped(text: str, separator: str) -> list[str]:
 
 
 def _unescape(text: str) -> str:
-    """`\\,` `\\{` `\\}` become literal; `\\(` `\\)` stay for the emphasis reader."""
-    return re.sub(r"\\([,{}])", r"\1", text)
+    """`\\,` `\\{` `\\}` become literal; every other pair (`\\(`, `\\\\`) stays for the emphasis reader.
+
+    Read left to right in pairs, as the brace reader does, so `\\\\{` is an escaped
+    backslash before a real brace and `to_prompt` can write any text back."""
+    return _ESCAPE_PAIR.sub(lambda m: m[1] if m[1] in ",{}" else m[0], text)
+
+
+_ESCAPE_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _escape(text: str, specials: str = "{}") -> str:
+    """The inverse of `_unescape` for text that came out of it: a backslash before each special."""
+    return "".join("\\" + char if char in specials else char for char in text)
 
 
 # ---------------------------------------------------------------------------
@@ -277,7 +354,7 @@ class _Spec:
 def _whole(low: int, high: int) -> Callable[[str, str, PromptLimits], int]:
     def read(flag: str, value: str, _limits: PromptLimits) -> int:
         if len(value) > 12 or not re.fullmatch(r"[+-]?\d+", value):
-            raise PromptError(f"{flag} takes a whole number from {low} to {high}, got `{value}`")
+            raise PromptError(f"{flag} takes a whole number from {low} to {high}, got `{shortened(value, 40)}`")
         number = int(value)
         if not low <= number <= high:
             raise PromptError(f"{flag} must be between {low} and {high}, got {number}")
@@ -287,8 +364,8 @@ def _whole(low: int, high: int) -> Callable[[str, str, PromptLimits], int]:
 
 def _number(flag: str, value: str) -> float:
     if len(value) > 24 or not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", value):
-        raise PromptError(f"{flag} takes a number, got `{value}`")
-    return float(value)
+        raise PromptError(f"{flag} takes a number, got `{shortened(value, 40)}`")
+    return round(float(value), DECIMALS)
 
 
 def _decimal(low: float, high: float) -> Callable[[str, str, PromptLimits], float]:
@@ -301,7 +378,8 @@ def _decimal(low: float, high: float) -> Callable[[str, str, PromptLimits], floa
 
 
 def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+    """A number as the parser reads it back exactly: no exponent, at most `DECIMALS` places."""
+    return f"{number:.{DECIMALS}f}".rstrip("0").rstrip(".") if number else "0"
 
 
 def _read_quality(flag: str, value: str, _limits: PromptLimits) -> float:
@@ -313,9 +391,9 @@ def _read_quality(flag: str, value: str, _limits: PromptLimits) -> float:
 
 
 def _read_aspect(flag: str, value: str, limits: PromptLimits) -> str:
-    match = re.fullmatch(r"(\d+):(\d+)", value)
+    match = re.fullmatch(r"(\d{1,5}):(\d{1,5})", value)
     if not match:
-        raise PromptError(f"{flag} takes a ratio of whole numbers like 16:9, got `{value}`")
+        raise PromptError(f"{flag} takes a ratio of whole numbers like 16:9, got `{shortened(value, 40)}`")
     width, height = int(match[1]), int(match[2])
     if width == 0 or height == 0:
         raise PromptError(f"{flag} sides must be at least 1, got {width}:{height}")
@@ -328,7 +406,7 @@ def _read_aspect(flag: str, value: str, limits: PromptLimits) -> str:
 
 def _read_word(flag: str, value: str, _limits: PromptLimits) -> str:
     if " " in value:
-        raise PromptError(f"{flag} takes one word, got `{value}`")
+        raise PromptError(f"{flag} takes one word, got `{shortened(value, 40)}`")
     return value.lower()
 
 
@@ -382,9 +460,9 @@ def _lookup(name: str) -> _Spec:
         raise PromptError("a lone `--`: parameters are written `--name value`, like `--ar 16:9`")
     match = process.extractOne(name.lower(), list(_BY_NAME), scorer=fuzz.ratio, score_cutoff=60)
     if match is not None:
-        raise PromptError(f"unknown parameter --{name}: did you mean --{_BY_NAME[match[0]].name}?")
+        raise PromptError(f"unknown parameter --{shortened(name, 40)}: did you mean --{_BY_NAME[match[0]].name}?")
     known = ", ".join(f"--{spec.name}" for spec in _SPECS)
-    raise PromptError(f"unknown parameter --{name}. Known parameters: {known}")
+    raise PromptError(f"unknown parameter --{shortened(name, 40)}. Known parameters: {known}")
 
 
 # parameters that exclude each other: a prompt's own choice drops the suffix's rival
@@ -446,7 +524,8 @@ def _read_parameters(text: str, limits: PromptLimits) -> dict[str, Any]:
         spelled[spec.name] = flag
         if spec.read is None:
             if value:
-                raise PromptError(f"{flag} takes no value, got `{value}`. Put the prompt text before the parameters.")
+                raise PromptError(f"{flag} takes no value, got `{shortened(value, 40)}`. "
+                                  "Put the prompt text before the parameters.")
             values[spec.name] = True
         elif not value:
             if not spec.optional_value:
@@ -455,8 +534,8 @@ def _read_parameters(text: str, limits: PromptLimits) -> dict[str, Any]:
         else:
             if spec.name not in ("no", "sampler") and " " in value:
                 extra = value.split(" ", 1)[1]
-                raise PromptError(f"{flag} takes one value, got `{value}`. Put text such as "
-                                  f"`{_short(extra, 30)}` before the parameters.")
+                raise PromptError(f"{flag} takes one value, got `{shortened(value, 40)}`. Put text such as "
+                                  f"`{shortened(extra, 30)}` before the parameters.")
             values[spec.name] = spec.read(flag, value, limits)
     return values
 
@@ -502,16 +581,17 @@ def _take_image_urls(text: str) -> tuple[tuple[str, ...], str]:
     while (match := _URL.match(rest)) is not None:
         url = match.group(0)
         if not _IMAGE_URL.fullmatch(url):
-            raise PromptError(f"`{_short(url)}` is not an image link: image prompts must end in "
+            raise PromptError(f"`{shortened(url)}` is not an image link: image prompts must end in "
                               f"{', '.join('.' + e for e in IMAGE_EXTENSIONS)}")
         urls.append(url)
         rest = rest[match.end():].lstrip()
-    if len(urls) > MAX_IMAGE_PROMPTS:
-        raise PromptError(f"{len(urls)} image links: at most {MAX_IMAGE_PROMPTS} image prompts are allowed")
+        if len(urls) > MAX_IMAGE_PROMPTS:
+            raise PromptError(f"too many image links: at most {MAX_IMAGE_PROMPTS} image prompts are allowed")
     return tuple(urls), rest
 
 
-def _short(text: str, length: int = 60) -> str:
+def shortened(text: str, length: int = 60) -> str:
+    """What a message quotes of the user's text: at most `length` characters, with an ellipsis."""
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
@@ -519,24 +599,26 @@ def _take_loras(text: str) -> tuple[tuple[LoraRef, ...], str]:
     loras: list[LoraRef] = []
 
     def take(match: re.Match[str]) -> str:
-        kind, body = match[1].lower(), match[2]
+        kind, body, tag = match[1].lower(), match[2], shortened(match[0], 40)
         if kind != "lora":
-            raise PromptError(f"`{match[0]}`: only <lora:name:weight> tags are supported")
+            raise PromptError(f"`{tag}`: only <lora:name:weight> tags are supported")
         name, _, weight_text = body.partition(":")
         name = name.strip()
         if not name:
-            raise PromptError(f"`{match[0]}` has no LoRA name: write <lora:name:weight>")
+            raise PromptError(f"`{tag}` has no LoRA name: write <lora:name:weight>")
         weight = 1.0
         if weight_text.strip():
-            weight = _number(f"the weight in {match[0]}", weight_text.strip())
+            weight = _number(f"the weight in {tag}", weight_text.strip())
             if not -5 <= weight <= 5:
-                raise PromptError(f"the weight in {match[0]} must be between -5 and 5")
+                raise PromptError(f"the weight in {tag} must be between -5 and 5")
         if any(lora.name == name for lora in loras):
-            raise PromptError(f"the LoRA `{name}` is given twice: give it once")
+            raise PromptError(f"the LoRA `{shortened(name, 40)}` is given twice: give it once")
         loras.append(LoraRef(name, weight))
         return " "
 
-    rest = _TAG.sub(take, text)
+    rest = text
+    while _TAG.search(rest):  # taking a tag out can close another around it: `<a:<lora:x>>` leaves `<a: >`
+        rest = _TAG.sub(take, rest)
     return tuple(loras), " ".join(rest.split())
 
 
@@ -548,14 +630,53 @@ def split_segments(text: str) -> list[Segment]:
         piece = _unescape(text[position:match.start()]).strip()
         weight_text = match[1]
         if weight_text is not None and not piece:
-            raise PromptError(f"`::{weight_text}` has no text before it to weigh")
+            raise PromptError(f"`::{shortened(weight_text, 20)}` has no text before it to weigh")
         if piece:
-            segments.append(Segment(piece, float(weight_text) if weight_text is not None else 1.0))
+            segments.append(Segment(piece, _segment_weight(weight_text) if weight_text is not None else 1.0))
         position = match.end()
     tail = _unescape(text[position:]).strip()
     if tail:
         segments.append(Segment(tail, 1.0))
     return segments
+
+
+def _segment_weight(text: str) -> float:
+    weight = round(float(text), DECIMALS) if len(text) <= 16 else math.inf
+    if not abs(weight) <= MAX_SEGMENT_WEIGHT:
+        raise PromptError(f"the weight `::{shortened(text, 20)}` is too large: `::` weights go from "
+                          f"-{MAX_SEGMENT_WEIGHT} to {MAX_SEGMENT_WEIGHT}")
+    return weight
+
+
+def _check_emphasis(text: str) -> None:
+    """Brackets nested at most `MAX_NESTING` deep (measured in one pass before the emphasis is
+    read), and every run's weight finite and within `MAX_EMPHASIS_WEIGHT`."""
+    if "(" not in text and "[" not in text:  # no brackets: every weight is 1
+        return
+    try:
+        depth, _ = emphasis_bounds(text)
+        if depth > MAX_NESTING:
+            raise PromptError(f"brackets are nested more than {MAX_NESTING} deep: use (word:1.5) "
+                              "instead of many ((( )))")
+        runs = parse_emphasis(text)
+    except EmphasisError as error:
+        raise PromptError(shortened(str(error), 120)) from None
+    for piece, weight in runs:
+        if not abs(weight) <= MAX_EMPHASIS_WEIGHT:
+            raise PromptError(f"the emphasis on `{shortened(piece.strip(), 30)}` comes to {weight:.3g}: "
+                              f"emphasis weights go from -{MAX_EMPHASIS_WEIGHT} to {MAX_EMPHASIS_WEIGHT}")
+
+
+_PARAMETER_LIKE = re.compile(r"(?<!\S)(?:--|[—–](?=[A-Za-z]))\S*")
+
+
+def _refuse_misplaced_parameters(text: str, where: str) -> None:
+    """Text that would read as a parameter once written back with a space before it (after a
+    `<lora:>` tag, right after `::`, or after a comma in `--no`) is refused: it was most
+    likely meant as one, and the prompt shown back must mean what was asked."""
+    if match := _PARAMETER_LIKE.search(text):
+        raise PromptError(f"`{shortened(match[0], 30)}` {where}: parameters go after all the text, "
+                          "each with a space before it")
 
 
 # ---------------------------------------------------------------------------
@@ -564,10 +685,16 @@ def split_segments(text: str) -> list[Segment]:
 
 def parse_prompt(prompt: str, limits: PromptLimits = PromptLimits()) -> list[GenerationRequest]:
     """Every job a prompt asks for, in order (permutations, then `--repeat` copies)."""
+    if len(prompt) > limits.max_input_length:
+        raise PromptError(f"the prompt is {len(prompt)} characters long with its links and parameters; "
+                          f"the limit is {limits.max_input_length}")
     prompt = normalise_dashes(prompt)
     jobs: list[GenerationRequest] = []
-    for variant in expand_permutations(prompt, limits.max_jobs):
+    for variant in expand_permutations(prompt, limits.max_jobs, MAX_NESTING):
         request, repeat = _parse_one(variant, limits)
+        if len(shown := request.to_prompt()) > limits.max_input_length:  # Remix must be able to show it
+            raise PromptError(f"written out in full, the prompt is {len(shown)} characters; "
+                              f"the limit is {limits.max_input_length}")
         if len(jobs) + repeat > limits.max_jobs:
             raise _too_many_jobs("more than " + str(limits.max_jobs) if len(jobs) else repeat, limits.max_jobs)
         jobs.extend(_repeated(request, repeat))
@@ -591,13 +718,27 @@ def _parse_one(prompt: str, limits: PromptLimits) -> tuple[GenerationRequest, in
 
     image_urls, text = _take_image_urls(text)
     loras, text = _take_loras(text)
-    if len(text) > limits.max_text_length:
-        raise PromptError(f"the prompt text is {len(text)} characters; the limit is {limits.max_text_length}")
     segments = split_segments(text)
+    no_items = values.get("no", ())
+    if len(segments) + len(no_items) > MAX_SEGMENTS:
+        raise PromptError(f"this prompt has {len(segments) + len(no_items)} `::` segments and --no items; "
+                          f"the limit is {MAX_SEGMENTS}")
+    breaks = sum(count_breaks(piece) for piece in (*(s.text for s in segments), *no_items))
+    if breaks > MAX_BREAKS:
+        raise PromptError(f"this prompt has {breaks} BREAKs; the limit is {MAX_BREAKS}")
+    text_length = sum(len(segment.text) for segment in segments)  # what is shown back has the same count
+    if text_length > limits.max_text_length:
+        raise PromptError(f"the prompt text is {text_length} characters; the limit is {limits.max_text_length}")
+    for segment in segments:
+        _refuse_misplaced_parameters(segment.text, "is read as text here")
+        _check_emphasis(segment.text)
+    for item in no_items:
+        _refuse_misplaced_parameters(item, "is inside --no")
+        _check_emphasis(item)
     if not segments and not image_urls:
         raise PromptError("the prompt is empty: describe the picture, or start with an image link")
     if segments and not math.fsum(s.weight for s in segments) > 0:
         raise PromptError("the `::` weights add up to zero or less: they must add up to more than zero")
-    segments += [Segment(item, NO_WEIGHT) for item in values.get("no", ())]
+    segments += [Segment(item, NO_WEIGHT) for item in no_items]
     request = GenerationRequest(tuple(segments), params, image_urls, loras)
     return request, values.get("repeat", 1)

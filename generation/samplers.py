@@ -7,6 +7,7 @@ scheduler is made for every job from the model's scheduler config, so no state
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from diffusers import (
@@ -57,9 +58,13 @@ def sampler_name_of(scheduler: SchedulerMixin) -> str:
     return type(scheduler).__name__
 
 
-def make_scheduler(name: str | None, model_scheduler: SchedulerMixin) -> SchedulerMixin:
-    """A fresh scheduler for one job: `name` from the table, or the model's own kind (None)."""
-    if name is None:
-        return type(model_scheduler).from_config(model_scheduler.config)
-    cls, overrides = SAMPLERS[name]
+def make_scheduler(name: str | None, model_scheduler: SchedulerMixin, seeds: Sequence[int] = ()) -> SchedulerMixin:
+    """A fresh scheduler for one job: `name` from the table, or the model's own kind (None).
+
+    The SDE samplers draw fresh noise at every step from a Brownian tree; seeded with the
+    images' own seeds (one tree per image), the same seed gives the same picture, alone
+    or in a grid, as with every other sampler."""
+    cls, overrides = (type(model_scheduler), {}) if name is None else SAMPLERS[name]
+    if issubclass(cls, DPMSolverSDEScheduler) and seeds:
+        overrides = {**overrides, "noise_sampler_seed": list(seeds)}
     return cls.from_config(model_scheduler.config, **overrides)

@@ -8,6 +8,7 @@ block (disk I/O): call them from a worker thread (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -42,14 +43,32 @@ class ImageStore:
             raise ValueError(f"not an input picture name: {name!r}")
         return self.root / "inputs" / name[:2] / name
 
-    def save_input(self, image: Image.Image) -> str:
+    def save_input(self, image: Image.Image, original: tuple[bytes, str] | None = None) -> str:
         """Keep a user's picture before its job is queued, named by its content (the same picture
-        is kept once), so a job run again after a restart finds it without fetching it again."""
-        data = encode_png(image.convert("RGB"), "")
-        name = hashlib.sha256(data).hexdigest() + ".png"
-        if not self.input_path(name).exists():
-            self._write(self.input_path(name), data)
+        is kept once), so a job run again after a restart finds it without fetching it again.
+
+        `original` is the bytes as sent and their format, when they decode to exactly `image`
+        (bot/fetch.py says so): they are kept as they are, since a photo re-encoded as PNG
+        grows many times over. Otherwise the picture is kept as PNG."""
+        if original is not None and original[1].upper() in INPUT_SUFFIXES:
+            data, suffix = original[0], INPUT_SUFFIXES[original[1].upper()]
+        else:
+            data, suffix = encode_png(image.convert("RGB"), ""), ".png"
+        name = hashlib.sha256(data).hexdigest() + suffix
+        path = self.input_path(name)
+        if path.exists():
+            os.utime(path)  # used again: its retention starts over
+        else:
+            self._write(path, data)
         return name
+
+    def expire_inputs(self, before: float) -> int:
+        """Remove users' pictures last used before `before` (a Unix time); how many went."""
+        return _remove_older(self.root / "inputs", "*/*", before)
+
+    def expire_results(self, before: float) -> int:
+        """Remove the pictures of jobs written before `before` (the rows stay, for /history)."""
+        return _remove_older(self.root, "[0-9]*/[0-9]*/*.png", before)
 
     def save(self, job_id: int, index: int, image: Image.Image, parameters: str) -> StoredFile:
         """Write the PNG (temp file + rename, so a crash never leaves half a file)."""
@@ -76,6 +95,19 @@ class ImageStore:
         with Image.open(path) as image:
             image.load()
             return image
+
+
+INPUT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+def _remove_older(folder: Path, pattern: str, before: float) -> int:
+    removed = 0
+    for path in folder.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and path.stat().st_mtime < before:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def encode_png(image: Image.Image, parameters: str) -> bytes:

@@ -48,6 +48,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def get_user(session: AsyncSession, *, user_id: int) -> User | None:
+    """The user's row, or None for someone who never used the bot (reads only)."""
+    return await session.get(User, user_id)
+
+
 async def ensure_user(session: AsyncSession, *, user_id: int) -> User:
     """The user's row, created when new; safe when many requests of a new user race."""
     user = await session.get(User, user_id)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from cogs.utils.views import report_failure
+
 if TYPE_CHECKING:
     from cogs.imagine import Imagine
 
@@ -67,13 +69,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button],
             return
         try:
             await cog.on_job_button(interaction, self.action, self.job_id, self.index)
-        except Exception:
-            log.exception("button %s on job %s failed", self.action.value, self.job_id)
-            text = f"❌ Something went wrong on our side (job {self.job_id}); it has been logged. Try again."
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
+        except Exception as error:
+            await report_failure(interaction, error, f"button {self.action.value} on job {self.job_id}", self.job_id)
 
 
 def grid_view(job_id: int, count: int = 4) -> discord.ui.View:

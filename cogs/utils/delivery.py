@@ -25,7 +25,18 @@ log = logging.getLogger(__name__)
 # Discord lets an interaction token be used for 15 minutes; keep a margin for slow edits
 TOKEN_LIFETIME = timedelta(minutes=14, seconds=30)
 WEBP_QUALITIES = (95, 85, 70, 50)
-ALLOWED_MENTIONS = discord.AllowedMentions(users=True, roles=False, everyone=False, replied_user=False)
+CONTENT_LIMIT = 2000  # Discord refuses longer message content (400, code 50035)
+
+
+def mention_only(user_id: int) -> discord.AllowedMentions:
+    """The one person a message may ping: whoever it is for. A prompt that carries `<@someone>`,
+    `<@&role>` or `@everyone` pings nobody else (the client's default is no mentions at all)."""
+    return discord.AllowedMentions(users=[discord.Object(user_id)], roles=False, everyone=False, replied_user=False)
+
+
+def fit_content(text: str) -> str:
+    """Content cut to Discord's limit with an ellipsis: the last guard before a request."""
+    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT - 1] + "…"
 
 
 async def defer_thinking(interaction: discord.Interaction) -> None:
@@ -63,6 +74,7 @@ class JobMessage:
 
     client: discord.Client
     channel_id: int
+    owner_id: int  # the only person its messages may ping
     interaction: discord.Interaction | None = None
     message_id: int | None = None  # None until known: the interaction's original response
     original: bool = True  # the interaction's own response (else a followup)
@@ -95,6 +107,9 @@ class JobMessage:
         if self.gone:
             return
         self._last_edit = time.monotonic()
+        if "content" in fields:
+            fields["content"] = fit_content(fields["content"])
+        fields["allowed_mentions"] = mention_only(self.owner_id)
         try:
             if self.token_valid and self.original:
                 message = await self.interaction.edit_original_response(**fields)
@@ -123,12 +138,13 @@ class JobMessage:
 
     async def send_result(self, **fields: Any) -> discord.Message | None:
         """A new message (so its owner is notified), then the progress message goes away."""
+        fields["content"] = fit_content(fields.get("content", ""))
+        mentions = mention_only(self.owner_id)
         try:
             if self.token_valid:
-                message = await self.interaction.followup.send(
-                    wait=True, allowed_mentions=ALLOWED_MENTIONS, **fields)
+                message = await self.interaction.followup.send(wait=True, allowed_mentions=mentions, **fields)
             else:
-                message = await self._channel().send(allowed_mentions=ALLOWED_MENTIONS, **fields)
+                message = await self._channel().send(allowed_mentions=mentions, **fields)
         except discord.NotFound:  # the channel is gone: nobody to deliver to
             log.info("channel %s is gone; result not posted", self.channel_id)
             return None

@@ -41,10 +41,20 @@ def job_title(job: Job) -> str:
     return who
 
 
+def days(count: float) -> str:
+    return f"{count:g} day" if count == 1 else f"{count:g} days"
+
+
+HEADLINE_LIMIT = 1800  # leaves room under Discord's 2,000 for one more line (a failure's cause)
+
+
 def headline(job: Job, status: str | None = None) -> str:
-    """`**prompt** - @user (42%) (fast)`: the first line of every message about a job."""
+    """`**prompt** - @user (42%) (fast)`: the first line of every message about a job.
+
+    A long prompt is shortened with an ellipsis to fit; the whole prompt stays in ✉️ and /history."""
     status_part = f" ({status})" if status else ""
-    return f"**{job.prompt}** - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
+    rest = f" - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
+    return f"**{shorten(job.prompt, HEADLINE_LIMIT - len(rest) - 4)}**{rest}"
 
 
 async def result_message(job: Job, size_limit: int) -> dict[str, Any]:

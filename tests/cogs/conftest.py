@@ -53,6 +53,7 @@ class Harness:
     def press(self, message_id: str, custom_id: str, user_id: int, values: list[str] | None = None) -> str:
         """Press a button (or choose `values` in a select) on a message the fake server holds."""
         payload = component_payload(self.discord.messages[message_id], custom_id, user_id, values=values)
+        self.discord.pressed[payload["token"]] = message_id
         self.bot._connection.parsers["INTERACTION_CREATE"](payload)
         return payload["token"]
 

@@ -28,11 +28,12 @@ async def test_history_pages_filters_and_brings_a_job_back(harness):
     assert component(message, "Previous")["disabled"] and not component(message, "Next")["disabled"]
     assert component(message, "Bring one back with its buttons")["disabled"]  # nothing finished on page 1
 
-    before = len(harness.discord.requests)
-    harness.press(message["id"], component(message, "Next")["custom_id"], OWNER)
+    press = harness.press(message["id"], component(message, "Next")["custom_id"], OWNER)
     turned = await harness.discord.wait_for(lambda: next(
-        (r for r in harness.discord.requests[before:] if r.path.endswith("/callback")), None))
-    page_two = turned.json["data"]
+        (r for r in harness.of(press) if r.method == "PATCH"), None))
+    assert harness.of(press)[0].json["type"] == 6  # acknowledged first, the page edited in place after
+    assert harness.response_message(press)["id"] == message["id"]
+    page_two = turned.json
     assert [field["name"] for field in page_two["embeds"][0]["fields"]] == ["`2` imagine · failed", "`1` imagine"]
     assert page_two["embeds"][0]["footer"]["text"] == "Page 2"
     select = component(page_two, "Bring one back with its buttons")

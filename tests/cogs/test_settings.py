@@ -24,12 +24,12 @@ async def test_settings_change_what_every_later_prompt_means(harness):
 
     for press in (("Stylize", ["250"]), ("Raw mode", None), ("High variation", None), ("Relax mode", None)):
         name, values = press
-        before = len(harness.discord.requests)
-        harness.press(message["id"], component(message, name)["custom_id"], OWNER, values=values)
-        update = await harness.discord.wait_for(lambda b=before: next(
-            (r for r in harness.discord.requests[b:] if r.path.endswith("/callback")), None))
-        assert update.json["type"] == 7  # the settings message is updated in place
-        message = {**message, **update.json["data"]}
+        token = harness.press(message["id"], component(message, name)["custom_id"], OWNER, values=values)
+        await harness.discord.wait_for(lambda t=token: next(
+            (r for r in harness.of(t) if r.method == "PATCH"), None))
+        assert harness.of(token)[0].json["type"] == 6  # acknowledged before the database write
+        assert harness.response_message(token)["id"] == message["id"]  # the settings message is edited in place
+        message = harness.discord.messages[message["id"]]
     assert "`--s 250 --style raw`" in message["content"] and "Mode: relax" in message["content"]
     assert component(message, "Raw mode")["style"] == 3  # shown as on
 

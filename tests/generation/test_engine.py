@@ -47,9 +47,10 @@ def distance(a, b) -> float:
 
 @pytest.mark.parametrize(("text", "runs"), [
     ("a (red:1.3) circle", [("a", 1.0), ("red", 1.3), ("circle", 1.0)]),
-    ("((big)) cat", [("big", 1.21), ("cat", 1.0)]),
-    ("[blue] sky", [("blue", 0.909091), ("sky", 1.0)]),
-    ("(a (b:1.5) c)", [("a", 1.1), ("b", 1.65), ("c", 1.1)]),
+    # the WebUI's weights unrounded (were 1.21, 0.909091, 1.65): its floats, so neighbours merge as there
+    ("((big)) cat", [("big", 1.1 * 1.1), ("cat", 1.0)]),
+    ("[blue] sky", [("blue", 1 / 1.1), ("sky", 1.0)]),
+    ("(a (b:1.5) c)", [("a", 1.1), ("b", 1.5 * 1.1), ("c", 1.1)]),
     (r"a \(literal\) \[x\]", [("a (literal) [x]", 1.0)]),
     ("(never closed", [("never closed", 1.1)]),
     ("closer) only", [("closer) only", 1.0)]),
@@ -57,6 +58,7 @@ def distance(a, b) -> float:
     ("", [("", 1.0)]),
 ])
 def test_webui_emphasis_is_read_as_the_webui_reads_it(text, runs):
+    """More cases, each worked out from the WebUI's code, in test_emphasis.py."""
     assert parse_emphasis(text) == runs
 
 

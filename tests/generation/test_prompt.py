@@ -58,7 +58,8 @@ def test_leading_image_links_become_image_prompts(prompt, urls, rest):
 def test_at_most_five_image_prompts():
     five = " ".join(f"https://a.example/{i}.png" for i in range(5))
     assert len(one(five + " cat").image_urls) == 5
-    assert error_of(five + " https://a.example/6.png cat") == "6 image links: at most 5 image prompts are allowed"
+    assert error_of(five + " https://a.example/6.png cat") == (
+        "too many image links: at most 5 image prompts are allowed")
 
 
 def test_a_leading_link_that_is_not_an_image_is_refused():
@@ -358,7 +359,8 @@ def test_json_shape_for_the_documented_example():
      "space::2 ship::1 <lora:pixel:0.8> --chaos 20 --q 0.5 --s 250 --niji --tile"),
     ("https://example.com/a.png a cat --iw 2 --v 6 --steps 12 --cfg 4.5 --sampler euler_a --stop 50",
      "https://example.com/a.png a cat --stop 50 --iw 2 --v 6 --steps 12 --cfg 4.5 --sampler euler_a"),
-    ("cat::1 dog::-0.25 --no fog", "cat::1 dog::-0.25 fog::-0.5"),
+    ("cat::1 dog::-0.25 --no fog", "cat::1 dog::-0.25 --no fog"),  # trailing -0.5 segments read as --no
+    ("a::0 b::2 --no c", "a::0 b::2 --no c"),  # weight 0 kept in place
 ])
 def test_a_request_written_back_as_a_prompt_parses_to_the_same_request(prompt, shown):
     request = one(prompt)
@@ -437,3 +439,99 @@ def test_settings_edit_one_parameter_of_the_suffix():
     assert with_parameter(suffix, "stylize", "--s 750") == "--style raw --s 750"
     assert with_parameter(suffix, "style", None) == "--s 250"
     assert with_parameter("--niji 6 --s 50", "version", "--v builtin") == "--s 50 --v builtin"
+
+
+# --- hostile prompts: bounded, finite, and always a PromptError ------------------------
+
+
+@pytest.mark.parametrize(("prompt", "start"), [
+    ("{" * 2999 + "a" + "}" * 2999, "the prompt is 5999 characters long with its links and parameters"),
+    ("{" * 11 + "a" + "}" * 11, "permutations are nested more than 10 deep"),
+    ("(" * 700 + "cat" + ")" * 700, "brackets are nested more than 10 deep"),
+    ("[" * 11 + "cat", "brackets are nested more than 10 deep"),
+    ("a cat --ar " + "9" * 400 + ":1", "--ar takes a ratio of whole numbers like 16:9"),
+    ("a cat --ar 100000:1", "--ar takes a ratio of whole numbers like 16:9"),
+    ("a::" + "9" * 400 + " b::-" + "9" * 400, "the weight `::" + "9" * 19 + "…` is too large"),
+    ("a red circle::" + "9" * 400, "the weight `::" + "9" * 19 + "…` is too large"),
+    ("a red circle::1001", "the weight `::1001` is too large: `::` weights go from -1000 to 1000"),
+    ("(cat:" + "9" * 400 + ")", "the emphasis on `cat` comes to inf"),
+    ("(cat:11)", "the emphasis on `cat` comes to 11: emphasis weights go from -10 to 10"),
+    ("((b:5):3)", "the emphasis on `b` comes to 15"),
+    ("(a:1.2.3)", "`1.2.3` is not a number: write an emphasis weight like (word:1.3)"),
+    ("cat --no " + ", ".join(["fog"] * 50), "this prompt has 51 `::` segments and --no items; the limit is 50"),
+    ("cat --no " + "BREAK " * 660, "this prompt has 660 BREAKs; the limit is 8"),
+    ("cat <b:<lora:x:1>>", "`<b: >`: only <lora:name:weight> tags are supported"),
+    ("a cat --no (fog:" + "9" * 30 + ")", "the emphasis on `fog` comes to 1e+30"),
+])
+def test_hostile_prompts_are_refused_with_a_reason(prompt, start):
+    assert error_of(prompt).startswith(start)
+
+
+def test_a_4301_digit_aspect_is_refused_by_the_parser_too():
+    assert error_of("a cat --ar " + "9" * 4301, max_input_length=10_000).startswith(
+        "--ar takes a ratio of whole numbers like 16:9")
+
+
+def test_refusals_never_echo_a_huge_value():
+    for prompt in ("cat <lora:" + "n" * 3900 + ":9>", "cat <b:" + "n" * 3900 + ">", "<lora:" + " " * 3900 + ":1>",
+                   "a <lora:" + "n" * 1900 + "> <lora:" + "n" * 1900 + ">", "a --seed " + "1" * 3000,
+                   "a --" + "x" * 3000, "a --tile " + "y" * 3000, "a --ar " + "8" * 3000):
+        assert len(error_of(prompt)) < 300
+
+
+def test_a_huge_permutation_count_is_reported_without_expanding():
+    assert error_of("{a,b}" * 40) == ("this prompt makes more than 1000 jobs; the limit is 10. "
+                                      "Use fewer {options} or a smaller --repeat.")
+
+
+@pytest.mark.parametrize(("prompt", "start"), [
+    ("a <lora:pixel>--ar 16:9", "`--ar` is read as text here"),
+    ("a::--3", "`--3` is read as text here"),
+    ("a --no fog,—ar 16:9", "`—ar` is inside --no"),
+])
+def test_text_that_would_turn_into_a_parameter_is_refused(prompt, start):
+    assert error_of(prompt).startswith(start)
+
+
+@pytest.mark.parametrize("prompt", [
+    r"a \{literal\} brace",
+    r"a \\{x, y} z",
+    "a::0 b",
+    "cat::1 dog::-0.5 bird::2",
+    r"cat --no a\, b, c{1\,2\}",
+    "cat --no a\\",
+    "cat --no a\\ , b",
+    "time: ::2 tide",
+    "cat --iw 1.23456 https://a.example/x.png",
+    "https://a.example/x.png --iw 1.23456 --cfg 7.55555 --q 1.7",
+    "a::0.00001 b::123.45678",
+    "(a [b:1.3)] c BREAK d",
+    "cute cat <3 :: happy dog >w<",
+    "cat <lora:z<lora:x:1>>",
+])
+def test_each_known_round_trip_failure_now_reads_back_the_same(prompt):
+    try:
+        requests = parse_prompt(prompt)
+    except PromptError:
+        return  # refused prompts have nothing to show back
+    for request in requests:
+        assert parse_prompt(request.to_prompt()) == [request], request.to_prompt()
+
+
+fuzz_tokens = st.sampled_from([
+    "cat", "a", "::", "::0", "::2", "::-1", "::-0.5", "::1.23456", ":", ",", "\\", "\\,", "\\{", "\\}", "\\\\",
+    "{", "}", "{a, b}", "(", ")", "[", "]", "(red:1.3)", "BREAK", "—", "-", "--no", "--ar", "2:3", "--iw", "1.5",
+    "<lora:pixel:0.5>", "https://a.example/x.png", "--seed", "9", "--tile", " ", "  ", "\t", "é", "🙂"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(fuzz_tokens, max_size=16).map("".join) | st.lists(fuzz_tokens, max_size=16).map(" ".join)
+       | st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
+def test_every_accepted_prompt_reads_back_from_what_is_shown(prompt):
+    try:
+        requests = parse_prompt(prompt)
+    except PromptError:
+        return
+    for request in requests:
+        shown = request.to_prompt()
+        assert parse_prompt(shown) == [request], shown

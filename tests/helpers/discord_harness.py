@@ -34,6 +34,7 @@ CHANNEL_ID = 800_000_000_000_000_002
 MODERATOR_ROLE_ID = 800_000_000_000_000_003
 MANAGE_MESSAGES = 0x2000
 SIZE_LIMIT = 10 * 1024 * 1024
+CONTENT_LIMIT = 2000
 DISCORD_EPOCH_MS = 1_420_070_400_000
 _increments = itertools.count()
 
@@ -107,6 +108,7 @@ class FakeDiscord:
         self.requests: list[Recorded] = []
         self.messages: dict[str, dict[str, Any]] = {}  # message id -> latest payload
         self.originals: dict[str, str] = {}  # interaction token -> its original response's message id
+        self.pressed: dict[str, str] = {}  # a component interaction's token -> the message it was pressed on
         self.deleted: set[str] = set()
         self.runner: web.AppRunner | None = None
         self.base_url = ""
@@ -153,7 +155,19 @@ class FakeDiscord:
         body, files = await self._read_body(request)
         record = Recorded(request.method, path, body, files, dict(request.query))
         self.requests.append(record)
+        if refusal := self._invalid_form(record):
+            return refusal
         return self._answer(record)
+
+    def _invalid_form(self, record: Recorded) -> web.Response | None:
+        """Discord's answer to a body it refuses (only what the bot could get wrong is checked)."""
+        data = record.json.get("data", record.json) if isinstance(record.json, dict) else None
+        content = (data or {}).get("content") if isinstance(data, dict) else None
+        if isinstance(content, str) and len(content) > CONTENT_LIMIT:
+            return self._json({"code": 50035, "message": "Invalid Form Body", "errors": {"content": {"_errors": [
+                {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {CONTENT_LIMIT} or fewer in length."}]}}},
+                status=400)
+        return None
 
     async def _read_body(self, request: web.Request) -> tuple[Any, dict[str, bytes]]:
         if request.content_type.startswith("multipart/"):
@@ -242,12 +256,17 @@ class FakeDiscord:
     def _interaction_callback(self, record: Recorded, interaction_id: str, token: str) -> web.Response:
         body = record.json or {}
         kind = body.get("type")
-        message_id = snowflake()
-        self.originals[token] = message_id
+        if kind in (6, 7) and token in self.pressed:  # an update: "the original" is the pressed message
+            message_id = self.originals[token] = self.pressed[token]
+        else:
+            message_id = self.originals[token] = snowflake()
         resource: dict[str, Any] = {"type": kind}
-        if kind in (4, 7):  # a message now (4), or the pressed message updated (7)
+        if kind == 4:  # a message now
             resource["message"] = self._message(Recorded(record.method, record.path, body.get("data") or {},
                                                          record.files), str(CHANNEL_ID), message_id)
+        elif kind == 7:  # the pressed message edited in place
+            self._edit(Recorded(record.method, record.path, body.get("data") or {}, record.files), message_id)
+            resource["message"] = self.messages[message_id]
         elif kind == 5:  # deferred: "thinking" placeholder
             self._message(Recorded(record.method, record.path, {"content": "", "flags": (body.get("data") or {})
                                    .get("flags")}), str(CHANNEL_ID), message_id)

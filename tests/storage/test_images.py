@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import time
 
 from PIL import Image
 
@@ -27,3 +30,29 @@ def test_saving_again_replaces_the_file_whole(tmp_path):
     store.save(1, 0, Image.new("RGB", (8, 8), "white"), "first")
     again = store.save(1, 0, Image.new("RGB", (8, 8), "black"), "second")
     assert read_parameters(again.path) == "second"
+
+
+def test_a_users_picture_is_kept_as_sent_when_its_bytes_are_faithful(tmp_path):
+    store = ImageStore(tmp_path)
+    picture = Image.effect_noise((256, 256), 50).convert("RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    name = store.save_input(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), (buffer.getvalue(), "JPEG"))
+    assert name.endswith(".jpg") and store.input_path(name).read_bytes() == buffer.getvalue()
+    recoded = store.save_input(picture)  # no faithful original: kept as PNG
+    assert recoded.endswith(".png") and store.input_path(recoded).stat().st_size > len(buffer.getvalue())
+
+
+def test_retention_removes_old_pictures_and_a_reused_input_starts_over(tmp_path):
+    store = ImageStore(tmp_path)
+    old, reused = store.save_input(Image.new("RGB", (8, 8), "red")), store.save_input(Image.new("RGB", (8, 8), "blue"))
+    result = store.save(1, 0, Image.new("RGB", (8, 8), "white"), "x")
+    fresh = store.save(2, 0, Image.new("RGB", (8, 8), "black"), "y")
+    long_ago = time.time() - 10 * 86_400
+    for path in (store.input_path(old), store.input_path(reused), result.path):
+        os.utime(path, (long_ago, long_ago))
+    store.save_input(Image.new("RGB", (8, 8), "blue"))  # used again today
+    cutoff = time.time() - 86_400
+    assert (store.expire_inputs(cutoff), store.expire_results(cutoff)) == (1, 1)
+    assert not store.input_path(old).exists() and store.input_path(reused).exists()
+    assert not result.path.exists() and fresh.path.exists()
