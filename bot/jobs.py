@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -80,7 +81,8 @@ class JobRunner:
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuild the queue from the job table, then start handing out work."""
+        """Make the image store match the job table, rebuild the queue from it, then start handing out work."""
+        await self._reconcile_store()
         await self._rebuild()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatch")
         self._wake.set()
@@ -96,6 +98,14 @@ class JobRunner:
         for task in list(self._followers):
             task.cancel()
         await asyncio.gather(*self._followers, return_exceptions=True)
+
+    async def _reconcile_store(self) -> None:
+        """Files left by a process that died: temp files, pictures never recorded, inputs no job names."""
+        async with self.sessionmaker() as session:
+            paths, inputs = await repo.recorded_files(session)
+        temps, orphans = await asyncio.to_thread(self.store.reconcile, {Path(p) for p in paths}, inputs)
+        if temps or orphans:
+            log.info("image store: removed %d unfinished writes and %d files no job records", temps, orphans)
 
     async def _rebuild(self) -> None:
         async with self.sessionmaker.begin() as session:
@@ -181,7 +191,10 @@ class JobRunner:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.executor.free_slots > 0 and (queued := self.scheduler.take_next()) is not None:
+            # a slot is taken until the job's images are recorded, not only while it generates: one kill
+            # must never find two jobs started
+            while (len(self._handles) < self.executor.slots and self.executor.free_slots > 0
+                   and (queued := self.scheduler.take_next()) is not None):
                 try:
                     await self._start(queued.job_id)
                 except Exception:

@@ -119,6 +119,11 @@ class Executor(ABC):
 
     @property
     @abstractmethod
+    def slots(self) -> int:
+        """How many jobs it runs at once."""
+
+    @property
+    @abstractmethod
     def free_slots(self) -> int:
         """How many more jobs could start now (the queue hands out work only when > 0)."""
 
@@ -135,6 +140,10 @@ class LocalExecutor(Executor):
         self._busy = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def slots(self) -> int:
+        return 1
 
     @property
     def free_slots(self) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -43,20 +45,47 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (the bot and the tests run this at start)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(_run_alembic, command.upgrade, revision)
+    """Bring the schema to `revision` (the bot and the tests run this at start), all or nothing:
+    a process killed half-way leaves the database as it was, and the next start migrates it."""
+    async with engine.connect() as connection:
+        await connection.run_sync(_migrate, command.upgrade, revision)
 
 
 async def downgrade_database(engine: AsyncEngine, revision: str = "base") -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(_run_alembic, command.downgrade, revision)
+    async with engine.connect() as connection:
+        await connection.run_sync(_migrate, command.downgrade, revision)
 
 
-def _run_alembic(sync_connection, action, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = sync_connection
-    action(config, revision)
+def _migrate(sync_connection: Connection, action, revision: str) -> None:
+    with one_transaction(sync_connection):
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        action(config, revision)
+
+
+@contextlib.contextmanager
+def one_transaction(sync_connection: Connection) -> Iterator[None]:
+    """Everything run inside, DDL included, in one transaction: committed at the end, rolled back
+    on any error (and by the database itself if the process dies).
+
+    PostgreSQL's DDL is transactional as it is. Python's sqlite3 driver commits around DDL on
+    its own (each CREATE TABLE would stand alone, and a crash between two would leave tables
+    that the next start's migration fails on), unless it is told to leave transactions to us:
+    SQLAlchemy's documented recipe ("Serializable isolation / Savepoints / Transactional DDL"),
+    applied to this one connection for as long as the block runs."""
+    raw = sync_connection.connection.dbapi_connection if sync_connection.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.isolation_level = None  # the driver no longer begins or commits by itself...
+        sync_connection.exec_driver_sql("BEGIN IMMEDIATE")  # ...so this transaction holds every statement
+    try:
+        yield
+        sync_connection.commit()
+    except BaseException:
+        sync_connection.rollback()
+        raise
+    finally:
+        if raw is not None:
+            raw.isolation_level = ""  # back to the driver's default for the pool's next user
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
 PARAMETERS_KEY = "parameters"
+TEMP_SUFFIX = ".tmp"
+FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,41 @@ class ImageStore:
 
     @staticmethod
     def _write(target: Path, data: bytes) -> None:
+        """A temp file beside the target, then a rename. The temp file's name is fixed (a write cut
+        short by a kill is overwritten by the next one, and `reconcile` finds it), and the file is
+        readable by others (0644), as a web server or a backup job expects."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+        temp = target.with_name(f".{target.name}{TEMP_SUFFIX}")
         try:
-            with os.fdopen(handle, "wb") as temp:
-                temp.write(data)
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, target)
+            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            with os.fdopen(handle, "wb") as file:
+                os.fchmod(file.fileno(), FILE_MODE)  # whatever the umask
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, target)
         except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
+
+    def reconcile(self, recorded: set[Path], kept_inputs: set[str]) -> tuple[int, int]:
+        """Make the store hold exactly what the database records (run at start-up, before any job):
+        temp files of writes cut short, pictures of jobs that never recorded them (a kill between
+        the write and the record, a job given up) and users' pictures no job names (a kill between
+        keeping a picture and writing its job). Returns (temp files, orphans) removed."""
+        temps = orphans = 0
+        recorded = {path.resolve() for path in recorded}
+        for path in self.root.glob("[0-9]*/[0-9]*/*"):
+            if path.name.endswith(TEMP_SUFFIX):
+                temps += _unlink(path)
+            elif path.resolve() not in recorded:
+                orphans += _unlink(path)
+        for path in self.root.glob("inputs/*/*"):
+            if path.name.endswith(TEMP_SUFFIX):
+                temps += _unlink(path)
+            elif path.name not in kept_inputs:
+                orphans += _unlink(path)
+        return temps, orphans
 
     def open(self, path: str | Path) -> Image.Image:
         with Image.open(path) as image:
@@ -98,6 +123,14 @@ class ImageStore:
 
 
 INPUT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return 1
 
 
 def _remove_older(folder: Path, pattern: str, before: float) -> int:

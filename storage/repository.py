@@ -200,6 +200,15 @@ async def set_user_settings(session: AsyncSession, *, user_id: int, **changes: A
     return user
 
 
+async def recorded_files(session: AsyncSession) -> tuple[set[str], set[str]]:
+    """What the store must hold: every recorded picture's path, and the names of the users'
+    pictures that jobs name (their `options.inputs`). A full scan: run once, at start-up."""
+    paths = set(await session.scalars(select(Image.path)))
+    inputs = {name for request in await session.scalars(select(Job.request))
+              for name in (request or {}).get("options", {}).get("inputs", ())}
+    return paths, inputs
+
+
 async def get_job_by_message(session: AsyncSession, *, message_id: int) -> Job | None:
     """The job a Discord message shows (its progress or its result), with its images."""
     return await session.scalar(select(Job).where(Job.message_id == message_id).options(selectinload(Job.images)))

@@ -10,6 +10,7 @@ import os
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from storage.database import one_transaction
 from storage.models import Base
 
 config = context.config
@@ -22,15 +23,21 @@ def run_with_connection(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
+        transactional_ddl=True,  # the caller's one transaction holds the whole upgrade (storage/database.py)
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
+def run_in_one_transaction(connection) -> None:
+    with one_transaction(connection):
+        run_with_connection(connection)
+
+
 async def run_from_url(url: str) -> None:
     engine = create_async_engine(url)
-    async with engine.begin() as connection:
-        await connection.run_sync(run_with_connection)
+    async with engine.connect() as connection:
+        await connection.run_sync(run_in_one_transaction)
     await engine.dispose()
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -211,3 +212,64 @@ async def test_a_hard_kill_mid_generation_loses_nothing_and_runs_nothing_twice(t
     files = sorted(p.relative_to(store_dir) for p in store_dir.rglob("*") if p.is_file())
     assert files == sorted(Path(i.path).relative_to(store_dir) for job in jobs for i in job.images)
     await engine.dispose()
+
+
+class SlowStore(ImageStore):
+    """Recording a job's pictures takes a while (a slow disk); `writing` is set at the first write."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.writing = threading.Event()
+
+    def save(self, *args, **kwargs):
+        self.writing.set()
+        time.sleep(0.2)
+        return super().save(*args, **kwargs)
+
+
+async def test_the_next_job_starts_only_once_the_last_ones_pictures_are_recorded(sessionmaker, tmp_path):
+    executor = LocalExecutor()
+    runner = JobRunner(sessionmaker, SlowStore(tmp_path / "images"), executor, make_tiny_work(steps=2))
+    await runner.start()
+    try:
+        order: list[tuple[str, int]] = []
+
+        async def follow(job_id: int) -> None:
+            async for event in runner.events(job_id):
+                if isinstance(event, JobStarted | JobFinished):
+                    order.append((type(event).__name__, job_id))
+        (first,) = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(1)])
+        following = asyncio.create_task(follow(first))
+        await asyncio.to_thread(runner.store.writing.wait, 30)  # the first job is recording its pictures
+        (second,) = await runner.submit(user_id=2, mode=QueueMode.FAST, jobs=[imagine(2)])
+        await asyncio.gather(following, follow(second))
+    finally:
+        await runner.close()
+        await executor.close()
+    assert order == [("JobStarted", first), ("JobFinished", first), ("JobStarted", second), ("JobFinished", second)]
+
+
+async def test_start_up_makes_the_store_hold_exactly_what_the_rows_record(sessionmaker, runner_factory, tmp_path):
+    runner = await runner_factory()
+    (done,) = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine()])
+    await wait_done(sessionmaker, [done])
+    store = runner.store
+    kept_input = store.save_input(Image.new("RGB", (8, 8), "red"))
+    async with sessionmaker.begin() as session:  # a job that names a kept picture
+        await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=1, mode=QueueMode.FAST, seed=1,
+                               request={"segments": [], "options": {"inputs": [kept_input]}})
+    await runner.close()
+    # what a process killed at the wrong moments leaves behind
+    orphan_input = store.save_input(Image.new("RGB", (8, 8), "blue"))  # killed before its job was written
+    half_written = store.path_for(done, 0).with_name(".1.png.tmp")
+    half_written.write_bytes(b"\x89PNG half")
+    never_recorded = store.save(77, 0, Image.new("RGB", (8, 8)), "")  # killed between the write and the record
+
+    await runner_factory()  # the next start
+    async with sessionmaker() as session:
+        recorded = {Path(image.path) for image in (await repo.get_job(session, job_id=done)).images}
+    on_disk = {p for p in store.root.rglob("*") if p.is_file()}
+    assert on_disk == recorded | {store.input_path(kept_input)}
+    assert not half_written.exists() and not never_recorded.path.exists()
+    assert not store.input_path(orphan_input).exists()
+    assert all(path.stat().st_mode & 0o777 == 0o644 for path in on_disk)  # readable by a web server
