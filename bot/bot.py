@@ -21,6 +21,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.fetch import FetchLimiter, make_session
 from bot.jobs import JobRunner
+from bot.supervisor import PreviousExit
 from bot.work import engine_work
 from generation.executor import Executor, LocalExecutor
 from storage.database import create_engine, create_sessionmaker, upgrade_database
@@ -56,13 +57,15 @@ class ImagineBot(commands.AutoShardedBot):
     http_session: aiohttp.ClientSession
     fetch_limiter: FetchLimiter
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, **options) -> None:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None,
+                 previous_exit: PreviousExit = PreviousExit.UNKNOWN, **options) -> None:
         intents = discord.Intents.default()  # slash commands, buttons, reactions: no message content
         # nobody is pinged unless a request names its one user (cogs/utils/delivery.py: mention_only)
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.settings = settings
         self.engine = engine
+        self.previous_exit = previous_exit  # how the last process ended (bot/supervisor.py): who is to blame
         self.executor: Executor | None = None
         self.database = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -75,7 +78,8 @@ class ImagineBot(commands.AutoShardedBot):
         if self.engine is None:
             self.engine = await asyncio.to_thread(build_engine, self.settings)
         self.executor = LocalExecutor()
-        self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store))
+        self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store),
+                              previous_exit=self.previous_exit)
         await self.jobs.start()
         self.http_session = make_session(self.settings.images)  # for user-given picture links only
         self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)

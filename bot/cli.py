@@ -36,20 +36,40 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _token() -> str | None:
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         print(f"{TOKEN_ENV} is not set: run `export {TOKEN_ENV}=<your bot token>` and start again "
               f"(without Discord, try `python -m bot parse \"a red circle --ar 16:9\"` "
               f"or `python -m bot --help`).", file=sys.stderr)
+    return token or None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """The bot under its supervisor (bot/supervisor.py), which restarts it and tells it why it stopped."""
+    if _token() is None:
+        return EXIT_USAGE
+    load_settings()  # a bad config.toml is reported here, once, not by a child restarted in a loop
+    import logging
+
+    from bot.supervisor import supervise
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return supervise([sys.executable, "-m", "bot", "serve"])
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """The bot itself, in this process (`run` starts it; run it alone only under another supervisor)."""
+    if (token := _token()) is None:
         return EXIT_USAGE
     settings = load_settings()
     import discord
 
     from bot.bot import ImagineBot
+    from bot.supervisor import PreviousExit
 
     try:
-        ImagineBot(settings).run(token, root_logger=True)
+        ImagineBot(settings, previous_exit=PreviousExit(args.previous_exit)).run(token, root_logger=True)
     except discord.LoginFailure:
         print(f"Discord refused the token in {TOKEN_ENV}: copy it again from the developer portal "
               "(Bot > Reset Token) and export it.", file=sys.stderr)
@@ -320,8 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "on open diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    run = commands.add_parser("run", help=f"start the Discord bot (token from ${TOKEN_ENV})")
+    run = commands.add_parser("run", help=f"start the Discord bot (token from ${TOKEN_ENV}), restarted if it crashes")
     run.set_defaults(handler=_cmd_run)
+    serve = commands.add_parser("serve", help="the bot alone, without the supervisor `run` puts around it")
+    serve.add_argument("--previous-exit", choices=["crashed", "killed", "unknown"], default="unknown",
+                       help="how the last run ended (the supervisor says): a crash is blamed on its running job")
+    serve.set_defaults(handler=_cmd_serve)
 
     sync = commands.add_parser("sync", help="register the slash commands with Discord (after adding or changing "
                                            "commands; not needed on every start)")

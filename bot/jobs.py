@@ -3,8 +3,9 @@
     submit -> rows written (queued) -> scheduler -> executor -> images stored -> row done
 
 It lives in `bot/` because it is the one place that joins `storage/` and `generation/`.
-The job table is the record: at start-up the scheduler is rebuilt from it, a job that
-was running when the process died runs again (up to `max_attempts`), and a job whose
+The job table is the record: at start-up the image store is made to match it and the
+scheduler is rebuilt from it; a job that was running when the process died runs again
+(given up after `max_crashes` crashes it is blamed for: bot/supervisor.py), and a job whose
 images were already recorded is never run twice.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.supervisor import PreviousExit
 from generation.executor import (
     Executor,
     JobCancelled,
@@ -61,12 +63,14 @@ def cause_for_user(error: BaseException) -> str:
 
 class JobRunner:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], store: ImageStore, executor: Executor,
-                 make_work: WorkFactory, *, caps: QueueCaps | None = None, max_attempts: int = 3) -> None:
+                 make_work: WorkFactory, *, caps: QueueCaps | None = None, max_crashes: int = 3,
+                 previous_exit: PreviousExit = PreviousExit.UNKNOWN) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
         self.executor = executor
         self.make_work = make_work
-        self.max_attempts = max_attempts
+        self.max_crashes = max_crashes
+        self.previous_exit = previous_exit
         self.scheduler = FairScheduler(caps)
         self._handles: dict[int, JobHandle[GenerationResult]] = {}
         self._listeners: defaultdict[int, list[asyncio.Queue[JobEvent]]] = defaultdict(list)
@@ -108,23 +112,32 @@ class JobRunner:
             log.info("image store: removed %d unfinished writes and %d files no job records", temps, orphans)
 
     async def _rebuild(self) -> None:
+        """Queued jobs go back in the queue; a job found running is blamed only when the process
+        crashed under it (bot/supervisor.py tells), given up after `max_crashes`, and otherwise
+        queued again behind the others, so a job that crashes the bot holds nobody back."""
+        blame = self.previous_exit != PreviousExit.KILLED
         async with self.sessionmaker.begin() as session:
             jobs = await repo.list_unfinished_jobs(session)
-            requeue = []
+            requeue, suspects = [], []
             for job in jobs:
                 if job.state == JobState.RUNNING:
-                    if job.attempts >= self.max_attempts:
-                        await repo.fail_job(session, job_id=job.id, error=(
-                            f"the bot stopped {job.attempts} times while this job was running; it was given up"))
-                        log.warning("job %s given up after %s attempts", job.id, job.attempts)
-                        self.given_up.append(job.id)
-                        continue
                     await repo.requeue_job(session, job_id=job.id)
+                    if blame:
+                        crashes = await repo.blame_crash(session, job_id=job.id)
+                        if crashes >= self.max_crashes:
+                            await repo.fail_job(session, job_id=job.id, error=(
+                                f"the bot crashed {crashes} times while making this job; it was given up"))
+                            log.warning("job %s given up after %s crashes", job.id, crashes)
+                            self.given_up.append(job.id)
+                            continue
+                        suspects.append((job.id, job.user_id, job.mode.value))
+                        continue
                 requeue.append((job.id, job.user_id, job.mode.value))
+        requeue += suspects
         self.recovered = [job_id for job_id, _, _ in requeue]
         self.scheduler.add_many(requeue, enforce_caps=False)
         if requeue:
-            log.info("requeued %d unfinished jobs", len(requeue))
+            log.info("requeued %d unfinished jobs (the last stop: %s)", len(requeue), self.previous_exit.value)
 
     # --- submitting and following ------------------------------------------------
 

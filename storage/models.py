@@ -118,7 +118,8 @@ class Job(Timestamped, Base):
     seed: Mapped[int | None] = mapped_column(BigInteger)
     mode: Mapped[QueueMode] = mapped_column(_enum(QueueMode, "queue_mode"))
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.QUEUED, index=True)
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # times it was started
+    crashes: Mapped[int] = mapped_column(default=0, server_default="0")  # process crashes it is blamed for
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -96,6 +96,13 @@ async def mark_job_running(session: AsyncSession, *, job_id: int) -> Job:
     return job
 
 
+async def blame_crash(session: AsyncSession, *, job_id: int) -> int:
+    """Count a process crash against a job (it was running when the bot crashed); its crashes now."""
+    job = await session.get_one(Job, job_id)
+    job.crashes += 1
+    return job.crashes
+
+
 async def requeue_job(session: AsyncSession, *, job_id: int) -> Job:
     job = await session.get_one(Job, job_id)
     job.state = JobState.QUEUED

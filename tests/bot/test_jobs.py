@@ -16,6 +16,7 @@ from helpers.tiny_engine import colour_for, make_tiny_work
 from PIL import Image
 
 from bot.jobs import JobFinished, JobProgress, JobRunner, JobStarted, NewJob, QueueFull
+from bot.supervisor import PreviousExit
 from generation.executor import LocalExecutor
 from generation.queue import QueueCaps
 from storage import repository as repo
@@ -130,24 +131,47 @@ async def test_a_failing_job_is_recorded_and_the_queue_goes_on(runner_factory, s
     assert failed.error == "the GPU ran out of memory: try a smaller --ar or --q .5"  # no exception text
 
 
-async def test_restart_requeues_in_order_and_gives_up_after_max_attempts(sessionmaker, runner_factory):
+async def jobs_left_by_a_dead_process(sessionmaker) -> tuple[list[int], int]:
+    """Three jobs (users 1, 1, 2), the first running when the process died; and a fourth, running
+    too, that had already crashed the process twice."""
     async with sessionmaker.begin() as session:
         ids = []
         for user in (1, 1, 2):
             job = await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=user, request={}, mode=QueueMode.FAST,
                                          seed=1)
             ids.append(job.id)
-        await repo.mark_job_running(session, job_id=ids[0])  # was running when the process died
+        await repo.mark_job_running(session, job_id=ids[0])
         stuck = await repo.enqueue_job(session, kind=JobKind.IMAGINE, user_id=3, request={}, mode=QueueMode.FAST)
-        for _ in range(3):
-            await repo.mark_job_running(session, job_id=stuck.id)  # died three times already
+        await repo.mark_job_running(session, job_id=stuck.id)
+        for _ in range(2):
+            await repo.blame_crash(session, job_id=stuck.id)
+    return ids, stuck.id
+
+
+async def test_after_a_crash_the_running_job_is_blamed_queued_last_and_given_up_at_the_third(
+        sessionmaker, runner_factory):
+    ids, stuck = await jobs_left_by_a_dead_process(sessionmaker)
     started: list[int] = []
-    await runner_factory(max_attempts=3, work=make_tiny_work(on_step=lambda j, s: s == 1 and started.append(j)))
-    assert await wait_done(sessionmaker, [*ids, stuck.id]) == [JobState.DONE] * 3 + [JobState.FAILED]
-    assert started == [ids[0], ids[2], ids[1]]  # the order they were asked in, users taking turns
+    await runner_factory(max_crashes=3, previous_exit=PreviousExit.CRASHED,
+                         work=make_tiny_work(on_step=lambda j, s: s == 1 and started.append(j)))
+    assert await wait_done(sessionmaker, [*ids, stuck]) == [JobState.DONE] * 3 + [JobState.FAILED]
+    assert started == [ids[1], ids[2], ids[0]]  # the suspect waits behind the others
     async with sessionmaker() as session:
-        assert (await repo.get_job(session, job_id=ids[0])).attempts == 2
-        assert "given up" in (await repo.get_job(session, job_id=stuck.id)).error
+        suspect = await repo.get_job(session, job_id=ids[0])
+        assert (suspect.attempts, suspect.crashes) == (2, 1)
+        assert (await repo.get_job(session, job_id=stuck)).error == (
+            "the bot crashed 3 times while making this job; it was given up")
+
+
+async def test_after_a_kill_from_outside_nobody_is_blamed(sessionmaker, runner_factory):
+    ids, stuck = await jobs_left_by_a_dead_process(sessionmaker)
+    started: list[int] = []
+    await runner_factory(previous_exit=PreviousExit.KILLED,
+                         work=make_tiny_work(on_step=lambda j, s: s == 1 and started.append(j)))
+    assert await wait_done(sessionmaker, [*ids, stuck]) == [JobState.DONE] * 4
+    assert started == [ids[0], ids[2], stuck, ids[1]]  # the order they were asked in, users taking turns
+    async with sessionmaker() as session:
+        assert [(await repo.get_job(session, job_id=j)).crashes for j in (*ids, stuck)] == [0, 0, 0, 2]
 
 
 async def test_hundreds_of_concurrent_submitters_lose_nothing(runner_factory, sessionmaker):

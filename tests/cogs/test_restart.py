@@ -29,7 +29,8 @@ async def test_a_button_on_an_old_message_works_after_a_restart(start_bot):
     assert (rerolled.kind, rerolled.parent_id, rerolled.state) == (JobKind.REROLL, job_id, JobState.DONE)
 
 
-async def write_jobs_before_start(tmp_path, fake_discord, *, attempts: int, state: JobState) -> tuple[int, str]:
+async def write_jobs_before_start(tmp_path, fake_discord, *, attempts: int, state: JobState,
+                                  crashes: int = 0) -> tuple[int, str]:
     """A job row left by a process that died, with its progress message in the channel."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
     await upgrade_database(engine)
@@ -40,7 +41,7 @@ async def write_jobs_before_start(tmp_path, fake_discord, *, attempts: int, stat
         new = imagine_job({"segments": [{"text": "a red circle", "weight": 1.0}]}, "a red circle", seed=9)
         job = await repo.enqueue_job(session, kind=new.kind, user_id=OWNER, request=new.request, prompt=new.prompt,
                                      seed=new.seed, mode=QueueMode.FAST, guild_id=GUILD_ID, channel_id=CHANNEL_ID)
-        job.state, job.attempts, job.message_id = state, attempts, int(progress["id"])
+        job.state, job.attempts, job.crashes, job.message_id = state, attempts, crashes, int(progress["id"])
         job_id = job.id
     await engine.dispose()
     return job_id, progress["id"]
@@ -61,11 +62,11 @@ async def test_a_job_running_when_the_bot_died_is_finished_and_posted_in_its_cha
 
 
 async def test_a_job_given_up_after_restarts_tells_its_owner_why(start_bot, fake_discord, tmp_path):
-    job_id, _ = await write_jobs_before_start(tmp_path, fake_discord, attempts=3, state=JobState.RUNNING)
+    job_id, _ = await write_jobs_before_start(tmp_path, fake_discord, attempts=3, crashes=2, state=JobState.RUNNING)
     harness = await start_bot()
     edit = await fake_discord.wait_for(lambda: next(
         (r for r in fake_discord.find("PATCH", f"/channels/{CHANNEL_ID}/messages") if "given up" in (r.content or "")),
         None))
-    assert edit.content.startswith("**a red circle** - <@4242> (failed) (fast)\n❌ the bot stopped 3 times")
+    assert edit.content.startswith("**a red circle** - <@4242> (failed) (fast)\n❌ the bot crashed 3 times")
     assert f"(job {job_id})" in edit.content
     assert (await harness.job(job_id)).state == JobState.FAILED

@@ -19,7 +19,7 @@ async def test_upgrade_from_empty_and_downgrade_back(tmp_path):
         await upgrade_database(engine)
         assert await table_names(engine) >= set(Base.metadata.tables)
         async with engine.connect() as connection:
-            assert await current_revision(connection) == "0001"
+            assert await current_revision(connection) == "0002"
             assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
 
