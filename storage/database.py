@@ -72,19 +72,28 @@ def one_transaction(sync_connection: Connection) -> Iterator[None]:
     its own (each CREATE TABLE would stand alone, and a crash between two would leave tables
     that the next start's migration fails on), unless it is told to leave transactions to us:
     SQLAlchemy's documented recipe ("Serializable isolation / Savepoints / Transactional DDL"),
-    applied to this one connection for as long as the block runs."""
+    applied to this one connection for as long as the block runs.
+
+    On SQLite, foreign keys are off meanwhile and checked before the commit, as SQLite's own
+    procedure for altering tables says: Alembic's batch mode copies a table and drops the old
+    one, and with foreign keys on, that drop would delete every row that cascades from it
+    (all the pictures, when `jobs` is copied). The pragma only works outside a transaction."""
     raw = sync_connection.connection.dbapi_connection if sync_connection.dialect.name == "sqlite" else None
     if raw is not None:
         raw.isolation_level = None  # the driver no longer begins or commits by itself...
+        sync_connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         sync_connection.exec_driver_sql("BEGIN IMMEDIATE")  # ...so this transaction holds every statement
     try:
         yield
+        if raw is not None and (broken := sync_connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+            raise RuntimeError(f"the migration would leave rows pointing at nothing: {broken[:5]}")
         sync_connection.commit()
     except BaseException:
         sync_connection.rollback()
         raise
     finally:
         if raw is not None:
+            sync_connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             raw.isolation_level = ""  # back to the driver's default for the pool's next user
 
 
