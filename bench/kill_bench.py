@@ -3,9 +3,9 @@
     .venv/bin/python bench/kill_bench.py [--seeds 1 2 3] [--kills 20] [--jobs 50] [--users 5]
 
 Each seed is one run of tests/helpers/kill_run.py: 50 jobs of 5 users plus a job that
-crashes the bot every time, under `python -m bot.supervisor`, SIGKILLed `--kills` times (at
-random moments, and aimed at the first migration, a submission, a picture's write and a
-record), then run to the end. Printed per seed: jobs done exactly once out of 50, kills,
+crashes the bot every time, under `python -m bot.supervisor`, SIGKILLed `--kills` times at
+random moments plus 4 times aimed at the first migration, a submission, a picture's write
+and a record, then run to the end. Printed per seed: jobs done exactly once out of 50, kills,
 orphan and temp files left in the store, files not 0644, SQLite's integrity check, the
 poison job's end and crashes, crashes blamed on innocent jobs, the histogram of how many
 times each done job was started, and the run's wall time.

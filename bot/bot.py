@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -58,7 +59,8 @@ class ImagineBot(commands.AutoShardedBot):
     fetch_limiter: FetchLimiter
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
-                 previous_exit: PreviousExit = PreviousExit.UNKNOWN, **options) -> None:
+                 previous_exit: PreviousExit = PreviousExit.UNKNOWN, started_file: Path | None = None,
+                 **options) -> None:
         intents = discord.Intents.default()  # slash commands, buttons, reactions: no message content
         # nobody is pinged unless a request names its one user (cogs/utils/delivery.py: mention_only)
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
@@ -66,6 +68,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.settings = settings
         self.engine = engine
         self.previous_exit = previous_exit  # how the last process ended (bot/supervisor.py): who is to blame
+        self.started_file = started_file  # touched once the job queue is up, for the supervisor
         self.executor: Executor | None = None
         self.database = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -81,6 +84,8 @@ class ImagineBot(commands.AutoShardedBot):
         self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store),
                               previous_exit=self.previous_exit)
         await self.jobs.start()
+        if self.started_file is not None:
+            self.started_file.touch()
         self.http_session = make_session(self.settings.images)  # for user-given picture links only
         self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)
         self._sweeper = asyncio.create_task(self.sweep_old_pictures(), name="picture-retention")

@@ -11,10 +11,12 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from bot.config import TOKEN_ENV, ConfigError, load_settings
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a missing or refused token, a bad config: starting again will not help
+EXIT_UNAVAILABLE = 69  # Discord could not be reached: worth another try (sysexits' EX_UNAVAILABLE)
 BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
 
 
@@ -63,21 +65,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if (token := _token()) is None:
         return EXIT_USAGE
     settings = load_settings()
+    import aiohttp
     import discord
 
     from bot.bot import ImagineBot
     from bot.supervisor import PreviousExit
 
+    started_file = Path(args.started_file) if args.started_file else None
     try:
-        ImagineBot(settings, previous_exit=PreviousExit(args.previous_exit)).run(token, root_logger=True)
+        ImagineBot(settings, previous_exit=PreviousExit(args.previous_exit), started_file=started_file).run(
+            token, root_logger=True)
     except discord.LoginFailure:
         print(f"Discord refused the token in {TOKEN_ENV}: copy it again from the developer portal "
               "(Bot > Reset Token) and export it.", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, discord.GatewayNotFound) as error:  # aiohttp's connection errors are OSErrors
+    except (aiohttp.ClientError, ConnectionError, TimeoutError, discord.GatewayNotFound) as error:
         print(f"could not reach Discord ({type(error).__name__}): check this machine's network and try again.",
               file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_UNAVAILABLE  # the supervisor tries again, more slowly each time
     except discord.PrivilegedIntentsRequired:
         print("Discord refused the intents this bot asks for: enable them for the bot in the developer portal.",
               file=sys.stderr)
@@ -345,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the bot alone, without the supervisor `run` puts around it")
     serve.add_argument("--previous-exit", choices=["crashed", "killed", "unknown"], default="unknown",
                        help="how the last run ended (the supervisor says): a crash is blamed on its running job")
+    serve.add_argument("--started-file", help="touched once the job queue is up (for the supervisor)")
     serve.set_defaults(handler=_cmd_serve)
 
     sync = commands.add_parser("sync", help="register the slash commands with Discord (after adding or changing "

@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -64,12 +63,13 @@ def cause_for_user(error: BaseException) -> str:
 class JobRunner:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], store: ImageStore, executor: Executor,
                  make_work: WorkFactory, *, caps: QueueCaps | None = None, max_crashes: int = 3,
-                 previous_exit: PreviousExit = PreviousExit.UNKNOWN) -> None:
+                 max_starts: int = 25, previous_exit: PreviousExit = PreviousExit.UNKNOWN) -> None:
         self.sessionmaker = sessionmaker
         self.store = store
         self.executor = executor
         self.make_work = make_work
         self.max_crashes = max_crashes
+        self.max_starts = max_starts  # a backstop for what a supervisor takes for a kill from outside (OOM)
         self.previous_exit = previous_exit
         self.scheduler = FairScheduler(caps)
         self._handles: dict[int, JobHandle[GenerationResult]] = {}
@@ -106,22 +106,31 @@ class JobRunner:
     async def _reconcile_store(self) -> None:
         """Files left by a process that died: temp files, pictures never recorded, inputs no job names."""
         async with self.sessionmaker() as session:
-            paths, inputs = await repo.recorded_files(session)
-        temps, orphans = await asyncio.to_thread(self.store.reconcile, {Path(p) for p in paths}, inputs)
+            pictures, inputs = await repo.recorded_files(session)
+        temps, orphans = await asyncio.to_thread(self.store.reconcile, pictures, inputs)
         if temps or orphans:
             log.info("image store: removed %d unfinished writes and %d files no job records", temps, orphans)
 
     async def _rebuild(self) -> None:
-        """Queued jobs go back in the queue; a job found running is blamed only when the process
-        crashed under it (bot/supervisor.py tells), given up after `max_crashes`, and otherwise
-        queued again behind the others, so a job that crashes the bot holds nobody back."""
+        """Queued jobs go back in the queue. A job found running is blamed only when the process
+        crashed under it (bot/supervisor.py tells) and given up after `max_crashes`; it is queued
+        again behind the others, so a job that crashes the bot holds nobody back and a run of kills
+        from outside does not keep landing on the same job. `max_starts` is the backstop for a job
+        that the OOM killer stops every time (a kill from outside, to the supervisor)."""
         blame = self.previous_exit != PreviousExit.KILLED
         async with self.sessionmaker.begin() as session:
             jobs = await repo.list_unfinished_jobs(session)
-            requeue, suspects = [], []
+            requeue, interrupted = [], []
             for job in jobs:
                 if job.state == JobState.RUNNING:
                     await repo.requeue_job(session, job_id=job.id)
+                    if job.attempts >= self.max_starts:  # killed under it again and again: most likely its doing
+                        await repo.fail_job(session, job_id=job.id, error=(
+                            f"the bot was stopped {job.attempts} times while making this job (perhaps it needs more "
+                            "memory than this machine has); it was given up"))
+                        log.warning("job %s given up after %s starts", job.id, job.attempts)
+                        self.given_up.append(job.id)
+                        continue
                     if blame:
                         crashes = await repo.blame_crash(session, job_id=job.id)
                         if crashes >= self.max_crashes:
@@ -130,10 +139,11 @@ class JobRunner:
                             log.warning("job %s given up after %s crashes", job.id, crashes)
                             self.given_up.append(job.id)
                             continue
-                        suspects.append((job.id, job.user_id, job.mode.value))
-                        continue
+                    # behind the others, blamed or not: the next kill must not find it running first again
+                    interrupted.append((job.id, job.user_id, job.mode.value))
+                    continue
                 requeue.append((job.id, job.user_id, job.mode.value))
-        requeue += suspects
+        requeue += interrupted
         self.recovered = [job_id for job_id, _, _ in requeue]
         self.scheduler.add_many(requeue, enforce_caps=False)
         if requeue:

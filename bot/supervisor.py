@@ -6,7 +6,7 @@ is its child. Seen from inside, a process killed with SIGKILL and one that a job
 down (`os._exit` deep in native code, a segfault) look the same: the next start finds the
 job `running`. Seen from the parent they differ, and the parent tells the next child:
 
-- the child exited 0 (a clean stop), or with `EXIT_USAGE` (a bad token or config): stop;
+- the child exited 0 (a clean stop), or with `EXIT_USAGE` (a refused token, a bad config): stop;
 - it was killed by SIGKILL, SIGTERM, SIGINT or SIGHUP: that came from outside, and the job
   it was running is not to blame (`--previous-exit killed`);
 - any other exit code or signal (SIGSEGV, SIGABRT…): the process crashed while running its
@@ -14,6 +14,10 @@ job `running`. Seen from the parent they differ, and the parent tells the next c
 
 The child is started again at once after a kill; after a crash within `healthy_seconds` of
 its start it waits twice as long as the last time (1 s, 2 s, … up to `max_delay`).
+
+The child touches `--started-file` once its job queue is rebuilt. A child that dies before
+that ran no job, so the next child is told what this one was told: a bot that cannot start
+(no network: exit 69; a missing model) never has a job blamed for it.
 
 A new supervisor starts its first child with `killed`: whatever ended the last one came from
 outside (a crash would have been seen by that supervisor, which a job cannot bring down).
@@ -33,8 +37,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +76,18 @@ def _die_with(parent: int) -> Callable[[], None]:
     return arm
 
 
-def supervise(command: Sequence[str], *, healthy_seconds: float = 30.0, max_delay: float = 60.0) -> int:
-    """Run `command --previous-exit X` until it stops cleanly; its exit code then."""
+def supervise(command: Sequence[str], *, healthy_seconds: float = 30.0, max_delay: float = 60.0,
+              stop_grace: float = 30.0) -> int:
+    """Run `command --previous-exit X --started-file F` until it stops cleanly; its exit code then.
+
+    The child touches F once its job queue is rebuilt. A child that dies before that ran no job,
+    so the next one is told what this one was told (a bot that cannot start after a kill never
+    gets the job it would have run blamed)."""
     previous, delay = PreviousExit.KILLED, 0.0
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 
-    def pass_on(signum: int, _frame) -> None:  # an operator's stop goes to the bot, which stops cleanly
+    def pass_on(signum: int, _frame) -> None:  # an operator's stop goes to the bot
         nonlocal stopping
         stopping = True
         if child is not None and child.poll() is None:
@@ -84,20 +95,40 @@ def supervise(command: Sequence[str], *, healthy_seconds: float = 30.0, max_dela
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, pass_on)
+    with tempfile.TemporaryDirectory(prefix="imagine-bot-") as folder:
+        marker = Path(folder) / "started"
+        while not stopping:
+            marker.unlink(missing_ok=True)
+            began = time.monotonic()
+            child = subprocess.Popen([*command, "--previous-exit", previous.value, "--started-file", str(marker)],
+                                     preexec_fn=_die_with(os.getpid()))
+            if stopping:  # the stop came while it was being started
+                child.terminate()
+            returncode = _wait(child, lambda: stopping, stop_grace)
+            outcome = classify(returncode)
+            if outcome is None or stopping:
+                return max(returncode, 0)
+            if marker.exists():  # it ran jobs: how it ended is what the next start must know
+                previous = outcome
+            crash_loop = outcome == PreviousExit.CRASHED and time.monotonic() - began < healthy_seconds
+            delay = min(max(2 * delay, 1.0), max_delay) if crash_loop else 0.0
+            log.warning("the bot stopped (%s, exit %s%s); starting it again in %.0f s", outcome.value, returncode,
+                        "" if marker.exists() else ", before its queue was up", delay)
+            time.sleep(delay)
+    return 0
+
+
+def _wait(child: subprocess.Popen[bytes], stopping: Callable[[], bool], grace: float) -> int:
+    """The child's exit code; once a stop was asked for, SIGKILL after `grace` seconds."""
+    asked = None
     while True:
-        started = time.monotonic()
-        child = subprocess.Popen([*command, "--previous-exit", previous.value], preexec_fn=_die_with(os.getpid()))
-        returncode = child.wait()
-        outcome = classify(returncode)
-        if outcome is None or stopping:
-            return max(returncode, 0)
-        previous = outcome
-        crash_loop = outcome == PreviousExit.CRASHED and time.monotonic() - started < healthy_seconds
-        delay = min(max(2 * delay, 1.0), max_delay) if crash_loop else 0.0
-        log.warning("the bot stopped (%s, exit %s); starting it again in %.0f s", outcome.value, returncode, delay)
-        time.sleep(delay)
-        if stopping:
-            return 0
+        try:
+            return child.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            if stopping():
+                asked = asked or time.monotonic()
+                if time.monotonic() - asked > grace:
+                    child.kill()
 
 
 if __name__ == "__main__":

@@ -79,11 +79,11 @@ def one_transaction(sync_connection: Connection) -> Iterator[None]:
     one, and with foreign keys on, that drop would delete every row that cascades from it
     (all the pictures, when `jobs` is copied). The pragma only works outside a transaction."""
     raw = sync_connection.connection.dbapi_connection if sync_connection.dialect.name == "sqlite" else None
-    if raw is not None:
-        raw.isolation_level = None  # the driver no longer begins or commits by itself...
-        sync_connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        sync_connection.exec_driver_sql("BEGIN IMMEDIATE")  # ...so this transaction holds every statement
     try:
+        if raw is not None:
+            raw.isolation_level = None  # the driver no longer begins or commits by itself...
+            sync_connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            sync_connection.exec_driver_sql("BEGIN IMMEDIATE")  # ...so this transaction holds every statement
         yield
         if raw is not None and (broken := sync_connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
             raise RuntimeError(f"the migration would leave rows pointing at nothing: {broken[:5]}")
@@ -92,9 +92,10 @@ def one_transaction(sync_connection: Connection) -> Iterator[None]:
         sync_connection.rollback()
         raise
     finally:
-        if raw is not None:
-            sync_connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-            raw.isolation_level = ""  # back to the driver's default for the pool's next user
+        if raw is not None:  # back to the driver's defaults for the pool's next user
+            with contextlib.suppress(Exception):  # a broken connection must not hide the error above
+                sync_connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            raw.isolation_level = ""
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

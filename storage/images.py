@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,15 +81,15 @@ class ImageStore:
 
     @staticmethod
     def _write(target: Path, data: bytes) -> None:
-        """A temp file beside the target, then a rename. The temp file's name is fixed (a write cut
-        short by a kill is overwritten by the next one, and `reconcile` finds it), and the file is
-        readable by others (0644), as a web server or a backup job expects."""
+        """A temp file beside the target, then a rename; the file is readable by others (0644), as a
+        web server or a backup job expects. Temp names are unique (two requests may keep the same
+        picture at once) and end in `.tmp`, so `reconcile` finds what a kill left."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}{TEMP_SUFFIX}")
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+        temp = Path(name)
         try:
-            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             with os.fdopen(handle, "wb") as file:
-                os.fchmod(file.fileno(), FILE_MODE)  # whatever the umask
+                os.fchmod(file.fileno(), FILE_MODE)  # mkstemp makes 0600
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
@@ -97,24 +98,38 @@ class ImageStore:
             temp.unlink(missing_ok=True)
             raise
 
-    def reconcile(self, recorded: set[Path], kept_inputs: set[str]) -> tuple[int, int]:
+    def reconcile(self, recorded: set[tuple[int, int]], kept_inputs: set[str]) -> tuple[int, int]:
         """Make the store hold exactly what the database records (run at start-up, before any job):
         temp files of writes cut short, pictures of jobs that never recorded them (a kill between
         the write and the record, a job given up) and users' pictures no job names (a kill between
-        keeping a picture and writing its job). Returns (temp files, orphans) removed."""
-        temps = orphans = 0
-        recorded = {path.resolve() for path in recorded}
+        keeping a picture and writing its job). Returns (temp files, orphans) removed.
+
+        Results are matched by (job id, index), read from where `path_for` puts them, so a store
+        moved to another folder still matches. When most of the files would go, the database is
+        more likely the wrong one than the files orphans: `StoreMismatch`, and nothing is removed."""
+        temps: list[Path] = []
+        orphans: list[Path] = []
+        results = 0
         for path in self.root.glob("[0-9]*/[0-9]*/*"):
             if path.name.endswith(TEMP_SUFFIX):
-                temps += _unlink(path)
-            elif path.resolve() not in recorded:
-                orphans += _unlink(path)
+                temps.append(path)
+                continue
+            results += 1
+            if not (path.parent.name.isdigit() and path.stem.isdigit()
+                    and (int(path.parent.name), int(path.stem)) in recorded):
+                orphans.append(path)
+        inputs = 0
         for path in self.root.glob("inputs/*/*"):
             if path.name.endswith(TEMP_SUFFIX):
-                temps += _unlink(path)
-            elif path.name not in kept_inputs:
-                orphans += _unlink(path)
-        return temps, orphans
+                temps.append(path)
+            else:
+                inputs += 1
+                if path.name not in kept_inputs:
+                    orphans.append(path)
+        if len(orphans) > MISMATCH_FLOOR and len(orphans) > (results + inputs) / 2:
+            raise StoreMismatch(f"{len(orphans)} of the {results + inputs} files in {self.root} are not in the "
+                                "database: is `database_url` the one this store belongs to? Nothing was removed.")
+        return sum(map(_unlink, temps)), sum(map(_unlink, orphans))
 
     def open(self, path: str | Path) -> Image.Image:
         with Image.open(path) as image:
@@ -123,6 +138,11 @@ class ImageStore:
 
 
 INPUT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+MISMATCH_FLOOR = 20  # up to this many orphans are always removed (a few kills' worth)
+
+
+class StoreMismatch(RuntimeError):
+    """The image store and the database do not belong together; the message says what to check."""
 
 
 def _unlink(path: Path) -> int:

@@ -207,13 +207,13 @@ async def set_user_settings(session: AsyncSession, *, user_id: int, **changes: A
     return user
 
 
-async def recorded_files(session: AsyncSession) -> tuple[set[str], set[str]]:
-    """What the store must hold: every recorded picture's path, and the names of the users'
-    pictures that jobs name (their `options.inputs`). A full scan: run once, at start-up."""
-    paths = set(await session.scalars(select(Image.path)))
+async def recorded_files(session: AsyncSession) -> tuple[set[tuple[int, int]], set[str]]:
+    """What the store must hold: every recorded picture as (job id, index), and the names of the
+    users' pictures that jobs name (their `options.inputs`). A full scan: run once, at start-up."""
+    pictures = {(job_id, index) for job_id, index in await session.execute(select(Image.job_id, Image.index))}
     inputs = {name for request in await session.scalars(select(Job.request))
               for name in (request or {}).get("options", {}).get("inputs", ())}
-    return paths, inputs
+    return pictures, inputs
 
 
 async def get_job_by_message(session: AsyncSession, *, message_id: int) -> Job | None:

@@ -163,13 +163,25 @@ async def test_after_a_crash_the_running_job_is_blamed_queued_last_and_given_up_
             "the bot crashed 3 times while making this job; it was given up")
 
 
+async def test_a_job_killed_under_again_and_again_is_given_up_at_last(sessionmaker, runner_factory):
+    """What a supervisor reads as kills from outside can be the OOM killer and one heavy job."""
+    ids, stuck = await jobs_left_by_a_dead_process(sessionmaker)
+    async with sessionmaker.begin() as session:
+        for _ in range(9):
+            await repo.mark_job_running(session, job_id=ids[0])  # started 10 times
+    await runner_factory(max_starts=10, previous_exit=PreviousExit.KILLED)
+    assert await wait_done(sessionmaker, [*ids, stuck]) == [JobState.FAILED] + [JobState.DONE] * 3
+    async with sessionmaker() as session:
+        assert "stopped 10 times" in (await repo.get_job(session, job_id=ids[0])).error
+
+
 async def test_after_a_kill_from_outside_nobody_is_blamed(sessionmaker, runner_factory):
     ids, stuck = await jobs_left_by_a_dead_process(sessionmaker)
     started: list[int] = []
     await runner_factory(previous_exit=PreviousExit.KILLED,
                          work=make_tiny_work(on_step=lambda j, s: s == 1 and started.append(j)))
     assert await wait_done(sessionmaker, [*ids, stuck]) == [JobState.DONE] * 4
-    assert started == [ids[0], ids[2], stuck, ids[1]]  # the order they were asked in, users taking turns
+    assert started == [ids[1], ids[2], stuck, ids[0]]  # the interrupted job behind the others, not blamed
     async with sessionmaker() as session:
         assert [(await repo.get_job(session, job_id=j)).crashes for j in (*ids, stuck)] == [0, 0, 0, 2]
 

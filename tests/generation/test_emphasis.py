@@ -313,3 +313,22 @@ def test_long_text_before_break_is_chunked_then_breaks(encoder, window):
     both = embeds(encoder, (long_text + " BREAK a blue square", 1.0)).prompt_embeds
     assert alone.shape[1] >= 2 * window and both.shape[1] == alone.shape[1] + window
     torch.testing.assert_close(both[:, :alone.shape[1]], alone)
+
+
+def test_break_on_sdxl_keeps_both_encoders_in_step_and_pools_the_first_window(tmp_path):
+    """SDXL: the two encoders' windows are joined side by side, and the pooled embedding is the
+    first window's words, as the WebUI pools."""
+    from diffusers import StableDiffusionXLPipeline
+    from helpers.tiny_sdxl import build_tiny_sdxl
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(build_tiny_sdxl(tmp_path / "sdxl"))
+    sdxl = PromptEncoder(pipe)
+    both = sdxl.encode([Segment("a red circle BREAK a blue square", 1.0)])
+    first = sdxl.encode([Segment("a red circle", 1.0)])
+    second = sdxl.encode([Segment("a blue square", 1.0)])
+    window = first.prompt_embeds.shape[1]
+    assert both.prompt_embeds.shape[1] == 2 * window and both.prompt_embeds.shape[2] == 64  # 32 + 32
+    torch.testing.assert_close(both.prompt_embeds[:, :window], first.prompt_embeds)
+    torch.testing.assert_close(both.prompt_embeds[:, window:], second.prompt_embeds)
+    torch.testing.assert_close(both.pooled_prompt_embeds, first.pooled_prompt_embeds)
+    assert both.negative_prompt_embeds.shape == both.prompt_embeds.shape

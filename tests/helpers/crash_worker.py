@@ -98,7 +98,8 @@ async def submit_plan(runner: JobRunner, sessionmaker, plan: list[dict]) -> None
         await runner.submit(user_id=submission["user"], mode=QueueMode.FAST, jobs=jobs)
 
 
-async def main(db_path: str, store_dir: str, plan_path: str | None, previous_exit: PreviousExit) -> None:
+async def main(db_path: str, store_dir: str, plan_path: str | None, previous_exit: PreviousExit,
+               started_file: str | None = None) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{db_path}")
     tables = 0
 
@@ -118,6 +119,8 @@ async def main(db_path: str, store_dir: str, plan_path: str | None, previous_exi
     runner = JobRunner(sessionmaker, PausingStore(Path(store_dir)), executor, work_factory(), caps=ROOMY,
                        previous_exit=previous_exit)
     await runner.start()
+    if started_file:  # the queue is up: from here on a crash is blamed on the job it runs
+        Path(started_file).touch()
     if plan_path:
         await submit_plan(runner, sessionmaker, json.loads(Path(plan_path).read_text()))
     print("ready", flush=True)
@@ -147,5 +150,6 @@ if __name__ == "__main__":
     parser.add_argument("store_dir")
     parser.add_argument("plan", nargs="?")
     parser.add_argument("--previous-exit", default="unknown")
+    parser.add_argument("--started-file")
     args = parser.parse_args()
-    asyncio.run(main(args.db_path, args.store_dir, args.plan, PreviousExit(args.previous_exit)))
+    asyncio.run(main(args.db_path, args.store_dir, args.plan, PreviousExit(args.previous_exit), args.started_file))

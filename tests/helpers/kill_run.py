@@ -102,7 +102,8 @@ class Victim:
 
 async def kill_run(folder: Path, *, seed: int, kills: int = 20, users: int = 5, jobs: int = 50,
                    poison: bool = True, aims: tuple[str, ...] = AIMS, timeout: float = 600) -> KillRunReport:
-    """Run the plan to the end under `kills` SIGKILLs; what was left, as a report."""
+    """Run the plan to the end under `kills` SIGKILLs at random moments plus one aimed at each of `aims`;
+    what was left, as a report."""
     rng = random.Random(seed)
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ async def kill_run(folder: Path, *, seed: int, kills: int = 20, users: int = 5, 
     (folder / "plan.json").write_text(json.dumps(plan))
     # the migration can only be hit at the first start, a submission only early; the others somewhere in the
     # first half, while there is still work to write and record
-    schedule = ["random"] * (kills - len(aims))
+    schedule = ["random"] * kills
     for aim in aims:
         if aim not in ("migration", "submit"):
             schedule.insert(rng.randrange(len(schedule) // 2 + 1), aim)

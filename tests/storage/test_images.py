@@ -7,9 +7,10 @@ import io
 import os
 import time
 
+import pytest
 from PIL import Image
 
-from storage.images import ImageStore, read_parameters
+from storage.images import ImageStore, StoreMismatch, read_parameters
 
 
 def test_a_saved_png_carries_its_parameters_and_hash(tmp_path):
@@ -56,3 +57,23 @@ def test_retention_removes_old_pictures_and_a_reused_input_starts_over(tmp_path)
     assert (store.expire_inputs(cutoff), store.expire_results(cutoff)) == (1, 1)
     assert not store.input_path(old).exists() and store.input_path(reused).exists()
     assert not result.path.exists() and fresh.path.exists()
+
+
+def test_reconcile_matches_pictures_by_job_and_index_so_a_moved_store_keeps_them(tmp_path):
+    old = ImageStore(tmp_path / "old")
+    kept = old.save(1234, 0, Image.new("RGB", (8, 8), "red"), "")
+    stray = old.save(1235, 0, Image.new("RGB", (8, 8), "blue"), "")  # no row: a kill before the record
+    (tmp_path / "old").rename(tmp_path / "new")  # the operator moved the deployment
+    moved = ImageStore(tmp_path / "new")
+    assert moved.reconcile({(1234, 0)}, set()) == (0, 1)
+    assert moved.path_for(1234, 0).exists() and not moved.path_for(1235, 0).exists()
+    assert kept.path != moved.path_for(1234, 0) and stray.path.name == "0.png"
+
+
+def test_reconcile_refuses_to_empty_a_store_the_database_does_not_know(tmp_path):
+    store = ImageStore(tmp_path)
+    for job_id in range(1, 31):
+        store.save(job_id, 0, Image.new("RGB", (8, 8), "red"), "")
+    with pytest.raises(StoreMismatch, match=r"30 of the 30 files .* is `database_url` the one"):
+        store.reconcile(set(), set())  # the wrong (or an empty) database
+    assert len(list(tmp_path.rglob("*.png"))) == 30  # nothing removed
