@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +32,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from discord.http import Route  # noqa: E402
-from helpers.discord_harness import FakeDiscord, Recorded, command_payload, guild_create_payload, ready_payload  # noqa: E402
+from fake_bot import bot_on_fake_discord  # noqa: E402
+from helpers.discord_harness import Recorded, command_payload  # noqa: E402
 
-from bot.bot import ImagineBot  # noqa: E402
-from bot.config import DiscordSettings, StorageSettings, load_settings  # noqa: E402
+from bot.config import DiscordSettings  # noqa: E402
 from generation.builtin.world import SHAPE_COLOURS, SHAPES  # noqa: E402
 
 GLOBAL_RATE_LIMIT = 50  # requests per second per bot, outside interaction endpoints
@@ -75,17 +73,9 @@ def busiest_second(times: list[float]) -> int:
 
 
 async def run(jobs: int, users: int, progress_seconds: float) -> None:
-    server = FakeDiscord()
-    await server.start()
-    Route.BASE = f"{server.base_url}/api/v10"
     with tempfile.TemporaryDirectory() as folder:
-        settings = replace(load_settings(ROOT / "config.toml"),
-                           storage=StorageSettings(f"sqlite+aiosqlite:///{folder}/bot.db", Path(folder) / "images"),
-                           discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_seconds))
-        bot = ImagineBot(settings, guild_ready_timeout=0.01)  # builds the built-in engine as `run` would
-        await bot.login("fake-token")
-        bot._connection.parsers["READY"](ready_payload())
-        bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
+        bot, server = await bot_on_fake_discord(
+            folder, discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_seconds))
 
         def imagine(prompt: str, user_id: int) -> tuple[str, float]:
             payload = command_payload("imagine", {"prompt": prompt}, user_id)

@@ -28,7 +28,6 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +35,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from discord.http import Route  # noqa: E402
+from fake_bot import bot_on_fake_discord  # noqa: E402
 from helpers.discord_harness import (  # noqa: E402
-    FakeDiscord,
     attachment_payload,
     command_payload,
-    guild_create_payload,
-    ready_payload,
     with_attachments,
 )
 from helpers.hostile_pictures import animated_webp  # noqa: E402
@@ -50,8 +46,6 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bot.bot import ImagineBot  # noqa: E402
-from bot.config import DiscordSettings, StorageSettings, load_settings  # noqa: E402
 from bot.fetch import FetchPolicy  # noqa: E402
 from generation.prompt import PromptError, PromptLimits, parse_prompt  # noqa: E402
 
@@ -165,18 +159,9 @@ async def loop_stalls(stop: asyncio.Event, every: float = 0.005) -> float:
 
 
 async def bot_under_hostile_input() -> None:
-    server = FakeDiscord()
-    await server.start()
-    Route.BASE = f"{server.base_url}/api/v10"
     with tempfile.TemporaryDirectory() as folder:
-        settings = replace(load_settings(ROOT / "config.toml"),
-                           storage=StorageSettings(f"sqlite+aiosqlite:///{folder}/bot.db", Path(folder) / "images"),
-                           discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=3.0),
-                           images=FetchPolicy(allow_private_addresses=True))  # the fake CDN is on 127.0.0.1
-        bot = ImagineBot(settings, guild_ready_timeout=0.01)
-        await bot.login("fake-token")
-        bot._connection.parsers["READY"](ready_payload())
-        bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
+        bot, server = await bot_on_fake_discord(
+            folder, images=FetchPolicy(allow_private_addresses=True))  # the fake CDN is on 127.0.0.1
         pictures = {f"photo{n}.jpg": honest_photo() for n in range(4)} | {"bomb.webp": animated_webp(6320, 6320)}
 
         stop = asyncio.Event()

@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,12 +85,11 @@ def supervise(command: Sequence[str], *, healthy_seconds: float = 30.0, max_dela
     so the next one is told what this one was told (a bot that cannot start after a kill never
     gets the job it would have run blamed)."""
     previous, delay = PreviousExit.KILLED, 0.0
-    stopping = False
+    stop = threading.Event()  # an operator's stop: also ends a back-off wait at once
     child: subprocess.Popen[bytes] | None = None
 
     def pass_on(signum: int, _frame) -> None:  # an operator's stop goes to the bot
-        nonlocal stopping
-        stopping = True
+        stop.set()
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
@@ -97,16 +97,16 @@ def supervise(command: Sequence[str], *, healthy_seconds: float = 30.0, max_dela
         signal.signal(signum, pass_on)
     with tempfile.TemporaryDirectory(prefix="imagine-bot-") as folder:
         marker = Path(folder) / "started"
-        while not stopping:
+        while not stop.is_set():
             marker.unlink(missing_ok=True)
             began = time.monotonic()
             child = subprocess.Popen([*command, "--previous-exit", previous.value, "--started-file", str(marker)],
                                      preexec_fn=_die_with(os.getpid()))
-            if stopping:  # the stop came while it was being started
+            if stop.is_set():  # the stop came while it was being started
                 child.terminate()
-            returncode = _wait(child, lambda: stopping, stop_grace)
+            returncode = _wait(child, stop.is_set, stop_grace)
             outcome = classify(returncode)
-            if outcome is None or stopping:
+            if outcome is None or stop.is_set():
                 return max(returncode, 0)
             if marker.exists():  # it ran jobs: how it ended is what the next start must know
                 previous = outcome
@@ -114,7 +114,7 @@ def supervise(command: Sequence[str], *, healthy_seconds: float = 30.0, max_dela
             delay = min(max(2 * delay, 1.0), max_delay) if crash_loop else 0.0
             log.warning("the bot stopped (%s, exit %s%s); starting it again in %.0f s", outcome.value, returncode,
                         "" if marker.exists() else ", before its queue was up", delay)
-            time.sleep(delay)
+            stop.wait(delay)
     return 0
 
 

@@ -1,9 +1,9 @@
 """The prompt language: what a user types after `/imagine`, turned into one request per job.
 
-Pure and free of I/O: no model, no settings file, no network. The contract is
-../shared/PROMPT_LANGUAGE.md; the choices it leaves open are written down in
-docs/prompt-language.md. Every refusal raises `PromptError` with a message short and
-plain enough to show a user as it is.
+Pure and free of I/O: no model, no settings file, no network. The contract is the
+first half of docs/prompt-language.md, the choices it leaves open its second half.
+Every refusal raises `PromptError` with a message short and plain enough to show a
+user as it is.
 
 The steps, in order:
 1. phone dashes (— and –) at the start of a word become `--`;

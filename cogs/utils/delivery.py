@@ -1,6 +1,6 @@
 """Delivering a job to Discord: the progress message, its edits, and the result.
 
-The rules (../shared/DESIGN.md, Delivery): the message is edited through the
+The rules (docs/architecture.md, Delivery): the message is edited through the
 interaction's webhook while its token is valid (15 minutes) and through the bot's
 channel permissions after that; progress edits are throttled; a message deleted
 meanwhile ends the updates quietly; files fit the interaction's `filesize_limit`

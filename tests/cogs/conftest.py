@@ -18,10 +18,9 @@ from helpers.discord_harness import (
     attachment_payload,
     command_payload,
     component_payload,
-    guild_create_payload,
+    connect,
     modal_submit_payload,
     reaction_payload,
-    ready_payload,
     with_attachments,
 )
 
@@ -141,9 +140,7 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
         discord_settings = DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_edit_seconds)
         bot = ImagineBot(replace(settings, discord=discord_settings), engine=engine, guild_ready_timeout=0.01)
         running.append(bot)
-        await bot.login("fake-token")
-        bot._connection.parsers["READY"](ready_payload())
-        bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
+        await connect(bot)
         return Harness(bot, fake_discord)
 
     yield start

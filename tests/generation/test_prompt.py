@@ -1,4 +1,4 @@
-"""The prompt language, rule by rule (../shared/PROMPT_LANGUAGE.md, docs/prompt-language.md)."""
+"""The prompt language, rule by rule (docs/prompt-language.md: the contract and its choices)."""
 
 from __future__ import annotations
 
@@ -498,11 +498,11 @@ def test_text_that_would_turn_into_a_parameter_is_refused(prompt, start):
     r"a \\{x, y} z",
     "a::0 b",
     "cat::1 dog::-0.5 bird::2",
-    r"cat --no a\, b, c{1\,2\}",
+    r"cat --no a\, b, c\{1\,2\}",
     "cat --no a\\",
     "cat --no a\\ , b",
     "time: ::2 tide",
-    "cat --iw 1.23456 https://a.example/x.png",
+    "https://a.example/x.png cat --iw 1.23456",
     "https://a.example/x.png --iw 1.23456 --cfg 7.55555 --q 1.7",
     "a::0.00001 b::123.45678",
     "(a [b:1.3)] c BREAK d",
@@ -510,10 +510,7 @@ def test_text_that_would_turn_into_a_parameter_is_refused(prompt, start):
     "cat <lora:z<lora:x:1>>",
 ])
 def test_each_known_round_trip_failure_now_reads_back_the_same(prompt):
-    try:
-        requests = parse_prompt(prompt)
-    except PromptError:
-        return  # refused prompts have nothing to show back
+    requests = parse_prompt(prompt)  # each of these is accepted: none passes by being refused
     for request in requests:
         assert parse_prompt(request.to_prompt()) == [request], request.to_prompt()
 

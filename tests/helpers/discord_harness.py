@@ -294,6 +294,14 @@ class FakeDiscord:
 # gateway payloads
 
 
+async def connect(bot) -> None:
+    """Log a bot in against the fake server (setup_hook runs) and deliver READY and GUILD_CREATE,
+    as the gateway would: the bot then sees the test server and its channel."""
+    await bot.login("fake-token")
+    bot._connection.parsers["READY"](ready_payload())
+    bot._connection.parsers["GUILD_CREATE"](guild_create_payload())
+
+
 def ready_payload() -> dict[str, Any]:
     return {"v": 10, "user": user_payload(BOT_USER_ID, "imagine-bot", bot=True), "guilds": [
         {"id": str(GUILD_ID), "unavailable": True}], "session_id": "session", "resume_gateway_url": "ws://127.0.0.1",
