@@ -1,11 +1,13 @@
 """Discord benchmark: how fast a burst of /imagine is acknowledged, and what it costs in requests.
 
-    .venv/bin/python bench/discord_bench.py [--jobs 50] [--users 10] [--progress-seconds 3]
+    .venv/bin/python bench/discord_bench.py [--jobs 50] [--users 10] [--progress-seconds 3] [--outage 0]
 
 The real bot (setup_hook, cogs, the built-in model on this machine's CPU) talks to the
-fake Discord of tests/helpers/discord_harness.py. One job is started and left running,
+strict fake Discord of tests/helpers/discord_harness.py (it refuses what Discord
+refuses, with its windows and rate-limit headers). One job is started and left running,
 so the engine is busy; then `--jobs` /imagine interactions from `--users` users arrive
-at once. Printed:
+at once. With `--outage S`, every route answers 500 for S seconds once a tenth of the
+grids are posted. Printed:
 
 1. Acknowledgement latency (the interaction arriving to its deferral reaching Discord;
    Discord drops interactions not answered within 3 s), p50/p99/max, and the time to
@@ -13,6 +15,8 @@ at once. Printed:
 2. Requests sent to Discord per job, by kind, once every job has delivered its grid.
 3. The busiest second: all requests, and those that count against the bot's global
    rate limit (50/s; interaction callbacks and webhooks do not).
+4. Delivery latency: a job finished (its row's finished_at) to its grid accepted by
+   Discord, p50/p99/max, and whether every grid was posted exactly once.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +43,7 @@ from helpers.discord_harness import Recorded, command_payload  # noqa: E402
 
 from bot.config import DiscordSettings  # noqa: E402
 from generation.builtin.world import SHAPE_COLOURS, SHAPES  # noqa: E402
+from storage import repository as repo  # noqa: E402
 
 GLOBAL_RATE_LIMIT = 50  # requests per second per bot, outside interaction endpoints
 COLOURS = list(SHAPE_COLOURS)
@@ -72,14 +79,30 @@ def busiest_second(times: list[float]) -> int:
     return most
 
 
-async def run(jobs: int, users: int, progress_seconds: float) -> None:
+RESULT_FILE = re.compile(r"job-(\d+)\.(png|webp)$")
+
+
+def grids_posted(requests: list[Recorded]) -> dict[int, list[Recorded]]:
+    """The accepted posts of each job's grid, by job id."""
+    posted: dict[int, list[Recorded]] = {}
+    for record in requests:
+        for name in record.files if record.method == "POST" and record.accepted else ():
+            if match := RESULT_FILE.search(name):
+                posted.setdefault(int(match[1]), []).append(record)
+    return posted
+
+
+async def run(jobs: int, users: int, progress_seconds: float, outage: float) -> None:
     with tempfile.TemporaryDirectory() as folder:
         bot, server = await bot_on_fake_discord(
-            folder, discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_seconds))
+            folder, discord=DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_seconds,
+                                            redelivery_seconds=10))
+        wall_minus_monotonic = time.time() - time.monotonic()
 
         def imagine(prompt: str, user_id: int) -> tuple[str, float]:
             payload = command_payload("imagine", {"prompt": prompt}, user_id)
             sent = time.monotonic()
+            server.interaction_created(payload["token"], payload["id"], payload["type"])
             bot._connection.parsers["INTERACTION_CREATE"](payload)
             return payload["token"], sent
 
@@ -101,9 +124,16 @@ async def run(jobs: int, users: int, progress_seconds: float) -> None:
         acks = [(first(t, lambda r: r.path.endswith("/callback")).at - sent) * 1000 for t, sent in burst]
         await server.wait_for(lambda: all(first(t, lambda r: "Waiting" in (r.content or "")) for t, _ in burst), 60)
         waiting = [(first(t, lambda r: "Waiting" in (r.content or "")).at - sent) * 1000 for t, sent in burst]
-        await server.wait_for(lambda: all(first(t, lambda r: r.method == "POST" and r.files) for t, _ in burst)
-                              and all(first(t, lambda r: r.method == "DELETE") for t, _ in burst), 60 * 60)
+        if outage:
+            await server.wait_for(lambda: len(grids_posted(server.requests)) > jobs // 10, 60 * 60)
+            server.fail(500, seconds=outage)
+            outage_started = time.monotonic()
+        await server.wait_for(lambda: len(grids_posted(server.requests)) == jobs + 1, 60 * 60)
         finished = time.monotonic()
+        async with bot.sessionmaker() as session:
+            finished_at = {job_id: (await repo.get_job(session, job_id=job_id)).finished_at
+                           for job_id in grids_posted(server.requests)}
+        await asyncio.sleep(2 * progress_seconds)  # anything still on its way
         await bot.close()
         await server.close()
 
@@ -122,6 +152,17 @@ async def run(jobs: int, users: int, progress_seconds: float) -> None:
     limited = [r.at for r in sent if counts_against_global_limit(r)]
     print(f"busiest second: {busiest_second([r.at for r in sent])} requests, {busiest_second(limited)} of them "
           f"under the global rate limit ({GLOBAL_RATE_LIMIT}/s)")
+    posted = grids_posted(server.requests)
+    latency = [posted[job_id][0].at + wall_minus_monotonic - at.replace(tzinfo=at.tzinfo or UTC).timestamp()
+               for job_id, at in finished_at.items()]
+    twice = sorted(job_id for job_id, posts in posted.items() if len(posts) > 1)
+    refused = [r for r in server.requests if r.status is not None and r.status >= 400]
+    if outage:
+        print(f"outage: every route answered 500 for {outage:g} s from {outage_started - burst_started:.1f} s after "
+              f"the burst; {len(refused)} requests refused")
+    print(f"delivery latency (job finished -> grid accepted): p50 {percentile(latency, 0.5) * 1000:.0f} ms, "
+          f"p99 {percentile(latency, 0.99) * 1000:.0f} ms, max {max(latency) * 1000:.0f} ms; "
+          f"{len(posted)} of {jobs + 1} grids posted, {len(twice)} more than once {twice or ''}")
 
 
 def main() -> None:
@@ -129,8 +170,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--users", type=int, default=10, help="the burst's users (each may queue 10 fast jobs)")
     parser.add_argument("--progress-seconds", type=float, default=3.0)
+    parser.add_argument("--outage", type=float, default=0.0, help="seconds of 500 on every route, mid-run")
     args = parser.parse_args()
-    asyncio.run(run(args.jobs, args.users, args.progress_seconds))
+    asyncio.run(run(args.jobs, args.users, args.progress_seconds, args.outage))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.buttons import JobButton, JobButtonHandler
 from bot.config import Settings
+from bot.delivery import DeliveryService
 from bot.fetch import FetchLimiter, make_session
 from bot.jobs import JobRunner
+from bot.replies import tell_privately
 from bot.supervisor import PreviousExit
 from bot.work import engine_work
 from generation.executor import Executor, LocalExecutor
@@ -57,12 +60,13 @@ class ImagineBot(commands.AutoShardedBot):
     store: ImageStore
     http_session: aiohttp.ClientSession
     fetch_limiter: FetchLimiter
+    delivery: DeliveryService
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
                  previous_exit: PreviousExit = PreviousExit.UNKNOWN, started_file: Path | None = None,
                  **options) -> None:
         intents = discord.Intents.default()  # slash commands, buttons, reactions: no message content
-        # nobody is pinged unless a request names its one user (cogs/utils/delivery.py: mention_only)
+        # nobody is pinged unless a request names its one user (bot/replies.py: mention_only)
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.settings = settings
@@ -71,6 +75,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.started_file = started_file  # touched once the job queue is up, for the supervisor
         self.executor: Executor | None = None
         self.database = None
+        self.job_buttons: JobButtonHandler | None = None  # what a press of a job's button does (cogs/imagine.py)
         self._sweeper: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -86,6 +91,9 @@ class ImagineBot(commands.AutoShardedBot):
         await self.jobs.start()
         if self.started_file is not None:
             self.started_file.touch()
+        self.delivery = DeliveryService(self, redelivery_seconds=self.settings.discord.redelivery_seconds)
+        await self.delivery.start()
+        self.add_dynamic_items(JobButton)
         self.http_session = make_session(self.settings.images)  # for user-given picture links only
         self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)
         self._sweeper = asyncio.create_task(self.sweep_old_pictures(), name="picture-retention")
@@ -97,8 +105,10 @@ class ImagineBot(commands.AutoShardedBot):
                 log.exception("could not load extension %s", extension)
 
     async def close(self) -> None:
-        for extension in list(self.extensions):  # cogs stop their delivery tasks while the database is open
+        for extension in list(self.extensions):
             await self.unload_extension(extension)
+        if hasattr(self, "delivery"):  # its tasks stop while the database is open
+            await self.delivery.close()
         await super().close()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -139,11 +149,8 @@ class ImagineBot(commands.AutoShardedBot):
         """Anything a command did not expect: logged with its traceback, a short private word to the user."""
         name = interaction.command.name if interaction.command else "?"
         log.error("/%s failed for user %s", name, interaction.user.id, exc_info=error)
-        text = f"❌ Something went wrong with /{name} on our side; it has been logged. Try again in a moment."
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        await tell_privately(interaction, f"❌ Something went wrong with /{name} on our side; it has been logged. "
+                                          "Try again in a moment.")
 
 
 class CommandSync(ImagineBot):

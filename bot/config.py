@@ -107,6 +107,7 @@ class _Images(_Section):
 class _Discord(_Section):
     sync_guild_id: int | None = None
     progress_edit_seconds: float = Field(3.0, ge=1.0)
+    redelivery_seconds: float = Field(60.0, ge=5.0, le=3600.0)
 
 
 class _File(_Section):
@@ -136,6 +137,7 @@ class StorageSettings:
 class DiscordSettings:
     sync_guild_id: int | None
     progress_edit_seconds: float
+    redelivery_seconds: float = 60.0  # how often results Discord refused are tried again
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,8 @@ def _settings_from(file: _File, base: Path) -> Settings:
         queue=QueueSettings(file.queue.default_mode, tuple(file.queue.allowed_modes)),
         storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir),
                                 file.storage.keep_inputs_days, file.storage.keep_results_days),
-        discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds),
+        discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds,
+                                file.discord.redelivery_seconds),
         images=FetchPolicy(max_bytes=round(file.images.max_mib * MIB), timeout_seconds=file.images.timeout_seconds,
                            max_pixels=round(file.images.max_megapixels * 1e6),
                            max_fetches_per_user=file.images.max_fetches_per_user,

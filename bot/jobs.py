@@ -78,9 +78,9 @@ class JobRunner:
         self._durations: deque[float] = deque(maxlen=20)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
-        # what the last start-up found in the job table, for whoever tells the owners
+        # the jobs the last start-up found unfinished and queued again, for the delivery service
+        # to follow (those it gave up are failed, and their owners told like any failed job's)
         self.recovered: list[int] = []
-        self.given_up: list[int] = []
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -129,7 +129,6 @@ class JobRunner:
                             f"the bot was stopped {job.attempts} times while making this job (perhaps it needs more "
                             "memory than this machine has); it was given up"))
                         log.warning("job %s given up after %s starts", job.id, job.attempts)
-                        self.given_up.append(job.id)
                         continue
                     if blame:
                         crashes = await repo.blame_crash(session, job_id=job.id)
@@ -137,7 +136,6 @@ class JobRunner:
                             await repo.fail_job(session, job_id=job.id, error=(
                                 f"the bot crashed {crashes} times while making this job; it was given up"))
                             log.warning("job %s given up after %s crashes", job.id, crashes)
-                            self.given_up.append(job.id)
                             continue
                     # behind the others, blamed or not: the next kill must not find it running first again
                     interrupted.append((job.id, job.user_id, job.mode.value))

@@ -8,6 +8,7 @@ loading the model, denoising) happens in the executor's thread, never on the eve
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from PIL import Image
 
@@ -17,7 +18,7 @@ from generation.executor import CancelToken, Progress, Work
 from generation.prompt import GenerationRequest
 from generation.results import GenerationResult
 from storage.images import ImageStore
-from storage.job_requests import job_options, request_without_options
+from storage.job_requests import FROM_A_PICTURE, job_options, request_without_options
 from storage.models import Job, JobKind
 
 PictureReader = Callable[[int, int], Image.Image]  # (parent job id, index) -> a stored picture
@@ -30,11 +31,15 @@ def engine_job_for(job: Job, open_source: PictureReader, open_input: InputReader
         raise UnsupportedJob(f"job {job.id} has no seed")
     request = GenerationRequest.from_dict(request_without_options(job.request))
     options = job_options(job)
-    inputs = tuple(open_input(name) for name in options.get("inputs", ()))
     if job.kind in (JobKind.IMAGINE, JobKind.REROLL):
-        return Imagine(request, job.seed, images=inputs)
+        return Imagine(request, job.seed, images=tuple(open_input(name) for name in options.get("inputs", ())))
     if job.kind == JobKind.BLEND:
-        return Blend(request, inputs, job.seed)
+        return Blend(request, tuple(open_input(name) for name in options.get("inputs", ())), job.seed)
+    if job.kind not in FROM_A_PICTURE:
+        raise UnsupportedJob(f"{job.kind.value} jobs are not available on this bot")
+    # A job made from a picture starts from that picture, which its image prompts already
+    # shaped: their links stay in its prompt (and its inputs, for 🔄) but are not applied twice.
+    request = replace(request, image_urls=())
     if job.parent_id is None or "source_index" not in options:
         raise UnsupportedJob(f"job {job.id} names no picture to start from")
     source = open_source(job.parent_id, int(options["source_index"]))

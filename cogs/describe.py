@@ -16,9 +16,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.fetch import FetchError, fetch_image, readable_size
-from cogs.utils.delivery import fit_content
-from cogs.utils.messages import shorten
-from cogs.utils.views import report_failure
+from bot.messages import shorten
+from bot.replies import fit_content, report_failure
 from generation.describe import Describer, load_describer
 
 if TYPE_CHECKING:

@@ -7,41 +7,40 @@ the owner's job and messages are never changed by someone else's press.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.buttons import Action
 from bot.fetch import FetchError, fetch_image, readable_size
-from cogs.utils.components import Action, JobButton, single_view
-from cogs.utils.delivery import JobMessage, defer_thinking, encode_for_upload, fit_content, load_images, mention_only
-from cogs.utils.messages import days, headline, result_message, shorten
+from bot.messages import days
+from bot.replies import defer_thinking, fit_content, refuse
 from cogs.utils.views import ReportingModal
 from generation.catalog import list_loras
-from generation.executor import JobEvent, JobFinished, JobProgress, JobStarted
 from generation.prompt import MAX_IMAGE_PROMPTS, GenerationRequest, Params, PromptError, apply_suffix, parse_prompt
-from generation.queue import QueueFull
 from generation.validation import validate_request
 from storage import repository as repo
 from storage.job_requests import (
+    SourceGone,
     blend_job,
     imagine_job,
     pan_job,
     region_job,
     remix,
+    request_without_options,
     reroll_job,
     square_job,
     upscale_job,
     variation_job,
     zoom_job,
 )
-from storage.models import Job, JobState, QueueMode, User, Variability
+from storage.models import Job, JobKind, JobState, QueueMode, User, Variability
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -54,6 +53,14 @@ REMIXABLE = frozenset({Action.REROLL, Action.VARY, Action.VARY_SUBTLE, Action.VA
 PANS = {Action.PAN_LEFT: "left", Action.PAN_RIGHT: "right", Action.PAN_UP: "up", Action.PAN_DOWN: "down"}
 
 
+def remix_default(parent: Job) -> str:
+    """What the Remix form shows to edit: the prompt; a blend's own words (none, when it had none)."""
+    if parent.kind != JobKind.BLEND:
+        return parent.prompt
+    request = GenerationRequest.from_dict(request_without_options(parent.request))
+    return request.to_prompt() if request.segments else ""
+
+
 class RemixForm(ReportingModal, title="Remix"):
     """Remix mode: V, Vary and 🔄 first let the presser edit the prompt."""
 
@@ -62,7 +69,8 @@ class RemixForm(ReportingModal, title="Remix"):
     def __init__(self, cog: Imagine, prompt: str, new_job: NewJob) -> None:
         super().__init__(timeout=900)
         self.cog, self.new_job = cog, new_job
-        self.prompt.default = prompt
+        self.prompt.default = prompt[:4000]
+        self.prompt.required = new_job.kind != JobKind.BLEND  # a blend may be remixed with no words
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.cog.start_remixed(interaction, self.new_job, self.prompt.value)
@@ -101,7 +109,7 @@ class RegionForm(ReportingModal, title="Vary (Region)"):
     def __init__(self, cog: Imagine, parent: Job, index: int) -> None:
         super().__init__(timeout=900)
         self.cog, self.parent, self.index = cog, parent, index
-        self.prompt.default = parent.prompt
+        self.prompt.default = parent.prompt[:4000]
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.cog.start_region(interaction, self.parent, self.index, self.region.value, self.prompt.value)
@@ -130,27 +138,23 @@ class ZoomForm(ReportingModal, title="Custom Zoom"):
         if parent is None:
             return
         user = await self.cog.user(interaction.user.id)
-        await self.cog.start_jobs(interaction, self.cog.mode_for(user, None), [zoom_job(parent, self.index, factor)])
+        await self.cog.bot.delivery.submit(interaction, self.cog.mode_for(user, None),
+                                           [zoom_job(parent, self.index, factor)])
 
 
 class Imagine(commands.Cog):
+    """Reads what members ask for and hands it to the bot's delivery service (bot/delivery.py),
+    which owns the jobs from there: reloading this cog loses no delivery."""
+
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self._deliveries: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(JobButton)
-        jobs = getattr(self.bot, "jobs", None)  # absent when the bot only syncs commands
-        for job_id in jobs.recovered if jobs else ():
-            self._track(self.deliver_recovered(job_id), job_id)
-        for job_id in jobs.given_up if jobs else ():
-            self._track(self.tell_given_up(job_id), job_id)
+        self.bot.job_buttons = self  # the persistent buttons (bot/buttons.py) call on_job_button
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(JobButton)
-        for task in self._deliveries:
-            task.cancel()
-        await asyncio.gather(*self._deliveries, return_exceptions=True)  # their database sessions close now
+        if self.bot.job_buttons is self:
+            self.bot.job_buttons = None
 
     # --- /imagine ----------------------------------------------------------------
 
@@ -181,7 +185,7 @@ class Imagine(commands.Cog):
             try:
                 requests = self.read_prompt(apply_suffix(prompt, user.default_suffix), attached)
             except PromptError as error:
-                await self.refuse(interaction, f"❌ {error} (with your /settings)")
+                await refuse(interaction, f"❌ {error} (with your /settings)")
                 return
         inputs: list[str] = []
         if requests[0][0].image_urls:  # the same pictures for every job of the prompt
@@ -189,12 +193,12 @@ class Imagine(commands.Cog):
                 inputs = await self.keep_pictures(interaction.user.id, requests[0][0].image_urls,
                                                   [image] if image else [])
             except FetchError as error:
-                await self.refuse(interaction, f"❌ {error}")
+                await refuse(interaction, f"❌ {error}")
                 return
         mode = self.mode_for(user, requests[0][0].params.mode)
         new_jobs = [imagine_job(request.to_dict(), shown, request.params.seed, inputs)
                     for request, shown in requests]
-        await self.start_jobs(interaction, mode, new_jobs)
+        await self.bot.delivery.submit(interaction, mode, new_jobs)
 
     @app_commands.command(name="blend", description="Blend 2 to 5 pictures into four new ones")
     @app_commands.describe(image1="A picture", image2="Another picture", image3="(optional)", image4="(optional)",
@@ -211,8 +215,9 @@ class Imagine(commands.Cog):
         try:
             if prompt and prompt.strip():
                 (request, shown), *more = self.read_prompt(f"{prompt} --ar {aspect}")
-                if more:
-                    raise PromptError("a blend takes one prompt: no {permutations} or --repeat")
+                if more or request.image_urls:
+                    raise PromptError("a blend takes words that steer it: no {permutations}, --repeat or image "
+                                      "links (attach the pictures instead)")
             else:
                 request, shown = GenerationRequest((), Params(aspect=aspect)), ""
         except PromptError as error:
@@ -223,10 +228,10 @@ class Imagine(commands.Cog):
         try:
             inputs = await self.keep_pictures(interaction.user.id, [a.url for a in pictures], pictures)
         except FetchError as error:
-            await self.refuse(interaction, f"❌ {error}")
+            await refuse(interaction, f"❌ {error}")
             return
         shown = shown or f"blend of {len(inputs)} pictures --ar {aspect}"
-        await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
+        await self.bot.delivery.submit(interaction, self.mode_for(user, request.params.mode),
                               [blend_job(request.to_dict(), shown, inputs)])
 
     async def keep_pictures(self, user_id: int, urls: tuple[str, ...] | list[str],
@@ -253,17 +258,6 @@ class Imagine(commands.Cog):
             names.append(await asyncio.to_thread(self.bot.store.save_input, fetched.image, original))
         return names
 
-    @staticmethod
-    async def refuse(interaction: discord.Interaction, text: str) -> None:
-        """A private refusal, whether or not the interaction was already deferred."""
-        text = fit_content(text)
-        if interaction.response.is_done():
-            with contextlib.suppress(discord.NotFound):
-                await interaction.delete_original_response()
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-
     def read_prompt(self, prompt: str, attached: tuple[str, ...] = ()) -> list[tuple[GenerationRequest, str]]:
         """Each job of a prompt, checked against the configured models, with the prompt to show
         for it (as the user wrote it, permutations expanded; defaults filled in are not shown).
@@ -281,6 +275,9 @@ class Imagine(commands.Cog):
                 raise PromptError(f"with the attached picture's link the prompt is {len(shown)} characters; "
                                   f"the limit is {settings.limits.max_input_length}")
             requests.append((validate_request(request, settings.catalog, available_loras=loras), shown))
+        if len({request.image_urls for request, _ in requests}) > 1:  # the pictures are fetched once, for all
+            raise PromptError("every job of a {permutation} needs the same image links: put the links outside "
+                              "the braces")
         return requests
 
     async def user(self, user_id: int) -> User:
@@ -293,146 +290,6 @@ class Imagine(commands.Cog):
         if asked is not None:
             return QueueMode(asked)
         return user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
-
-    # --- starting jobs and following them ----------------------------------------
-
-    async def start_jobs(self, interaction: discord.Interaction, mode: QueueMode, new_jobs: list[NewJob]) -> None:
-        """Queue the jobs (over a cap: an ephemeral refusal, nothing written), then one message per job."""
-        allowed = self.bot.settings.queue.allowed_modes
-        if mode.value not in allowed:
-            await self.refuse(interaction, f"❌ {mode.value} mode is not available here: use one of "
-                                           f"{', '.join('--' + m for m in allowed)}.")
-            return
-        try:
-            self.bot.jobs.scheduler.check_caps([(interaction.user.id, mode.value)] * len(new_jobs))
-        except QueueFull as error:
-            await self.refuse(interaction, f"❌ {error}")
-            return
-        if not interaction.response.is_done():
-            await defer_thinking(interaction)
-        try:
-            job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=mode, jobs=new_jobs,
-                                                 guild_id=interaction.guild_id, channel_id=interaction.channel_id)
-        except QueueFull as error:  # another request of this user got in first
-            await self.refuse(interaction, f"❌ {error}")
-            return
-        events = {job_id: self.bot.jobs.events(job_id) for job_id in job_ids}  # listening before any await
-        async with self.bot.sessionmaker() as session:
-            jobs = [await repo.get_job(session, job_id=job_id) for job_id in job_ids]
-        for number, job in enumerate(jobs):
-            message = JobMessage(self.bot, interaction.channel_id or 0, job.user_id, interaction, original=number == 0,
-                                 min_interval=self.bot.settings.discord.progress_edit_seconds)
-            if number == 0:  # known now, so edits still work after the token expires
-                message.message_id = interaction.extras.get("original_message_id")
-            waiting = self.waiting_text(job.id)
-            if number == 0:
-                await message.edit(content=headline(job, waiting))
-            else:
-                sent = await interaction.followup.send(headline(job, waiting), wait=True,
-                                                       allowed_mentions=mention_only(job.user_id))
-                message.message_id = sent.id
-            if message.message_id is not None:
-                async with self.bot.sessionmaker.begin() as session:
-                    await repo.set_job_message(session, job_id=job.id, message_id=message.message_id)
-            self._track(self.deliver(job, message, events[job.id]), job.id)
-
-    async def start_jobs_in_channel(self, user_id: int, channel_id: int, guild_id: int | None,
-                                    new_jobs: list[NewJob]) -> None:
-        """Jobs asked for without an interaction (a 🔄 reaction): messages go through the channel,
-        and a refusal is a short message there that goes away by itself."""
-        channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
-        mode = self.mode_for(await self.user(user_id), None)
-        try:
-            job_ids = await self.bot.jobs.submit(user_id=user_id, mode=mode, jobs=new_jobs, guild_id=guild_id,
-                                                 channel_id=channel_id)
-        except QueueFull as error:
-            await channel.send(fit_content(f"<@{user_id}> ❌ {error}"), delete_after=30,
-                               allowed_mentions=mention_only(user_id))
-            return
-        for job_id in job_ids:
-            events = self.bot.jobs.events(job_id)
-            async with self.bot.sessionmaker() as session:
-                job = await repo.get_job(session, job_id=job_id)
-            sent = await channel.send(headline(job, self.waiting_text(job_id)), allowed_mentions=mention_only(user_id))
-            async with self.bot.sessionmaker.begin() as session:
-                await repo.set_job_message(session, job_id=job_id, message_id=sent.id)
-            message = JobMessage(self.bot, channel_id, user_id, message_id=sent.id, original=False,
-                                 min_interval=self.bot.settings.discord.progress_edit_seconds)
-            self._track(self.deliver(job, message, events), job_id)
-
-    def _track(self, work: Coroutine[Any, Any, None], job_id: int) -> None:
-        task = asyncio.create_task(work, name=f"deliver-{job_id}")
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    async def deliver_recovered(self, job_id: int) -> None:
-        """A job queued or running when the bot stopped: its interaction is gone, so its
-        message is edited and its result posted through the channel."""
-        events = self.bot.jobs.events(job_id)  # listening before reading its state
-        async with self.bot.sessionmaker() as session:
-            job = await repo.get_job(session, job_id=job_id)
-        if job is None or job.channel_id is None:
-            return
-        message = JobMessage(self.bot, job.channel_id, job.user_id, message_id=job.message_id, original=False,
-                             min_interval=self.bot.settings.discord.progress_edit_seconds)
-        if job.state in (JobState.QUEUED, JobState.RUNNING):
-            await message.edit(content=headline(job, self.waiting_text(job_id)))
-            await self.deliver(job, message, events)
-        else:
-            await self.finish(job, message, JobFinished(job.id, job.state, job.error))
-
-    async def tell_given_up(self, job_id: int) -> None:
-        """A job the bot stopped on too many times: its owner hears why, where they asked."""
-        async with self.bot.sessionmaker() as session:
-            job = await repo.get_job(session, job_id=job_id)
-        if job is None or job.channel_id is None:
-            return
-        message = JobMessage(self.bot, job.channel_id, job.user_id, message_id=job.message_id, original=False)
-        await message.edit(content=f"{headline(job, 'failed')}\n❌ {job.error} (job {job.id})")
-        if message.gone or message.message_id is None:
-            await self.bot.get_partial_messageable(job.channel_id).send(
-                fit_content(f"<@{job.user_id}> ❌ your job {job.id} (**{shorten(job.prompt, 200)}**) was given up: "
-                            f"{job.error}"),
-                allowed_mentions=mention_only(job.user_id))
-
-    def waiting_text(self, job_id: int) -> str:
-        position = self.bot.jobs.position(job_id)
-        if position is None:
-            return "Waiting to start"
-        estimate = self.bot.jobs.estimate_seconds(job_id)
-        about = f", about {round(estimate)} s" if estimate is not None else ""
-        return f"Waiting to start: {position + 1} in the queue{about}"
-
-    async def deliver(self, job: Job, message: JobMessage, events: AsyncIterator[JobEvent]) -> None:
-        """Edit the message as the job runs, then post the result (or say what went wrong)."""
-        try:
-            async for event in events:
-                if isinstance(event, JobStarted):
-                    await message.edit(content=headline(job, "0%"))
-                elif isinstance(event, JobProgress) and message.due() and event.progress.step < event.progress.total:
-                    fields: dict = {"content": headline(job, f"{event.progress.percent}%")}
-                    if event.progress.preview is not None:
-                        fields["attachments"] = [encode_for_upload(event.progress.preview, "preview",
-                                                                   message.size_limit)]
-                    await message.edit(**fields)
-                elif isinstance(event, JobFinished):
-                    await self.finish(job, message, event)
-        except Exception:
-            log.exception("delivering job %s failed", job.id)
-
-    async def finish(self, job: Job, message: JobMessage, event: JobFinished) -> None:
-        if event.state == JobState.CANCELLED:
-            await message.edit(content=headline(job, "cancelled"), attachments=[])
-            return
-        if event.state == JobState.FAILED:
-            await message.edit(content=f"{headline(job, 'failed')}\n❌ {event.error} (job {job.id})", attachments=[])
-            return
-        async with self.bot.sessionmaker() as session:
-            done = await repo.get_job(session, job_id=job.id)
-        sent = await message.send_result(**await result_message(done, message.size_limit))
-        if sent is not None:
-            async with self.bot.sessionmaker.begin() as session:
-                await repo.set_job_message(session, job_id=job.id, message_id=sent.id)
 
     # --- buttons -----------------------------------------------------------------
 
@@ -455,14 +312,19 @@ class Imagine(commands.Cog):
         if action == Action.VARY_REGION:
             await interaction.response.send_modal(RegionForm(self, parent, index))
             return
-        if presser is not None and presser.remix and action in REMIXABLE:
-            await interaction.response.send_modal(RemixForm(self, parent.prompt, self.job_for_button(
-                presser.variability, action, parent, index)))
+        try:
+            new_job = self.job_for_button(presser.variability if presser else Variability.SUBTLE, action, parent,
+                                          index) if action not in (Action.PICK, Action.FAVOURITE) else None
+        except SourceGone:
+            await refuse(interaction, "❌ The picture this grid was made from is gone: run /imagine again.")
+            return
+        if presser is not None and presser.remix and new_job is not None and action in REMIXABLE:
+            await interaction.response.send_modal(RemixForm(self, remix_default(parent), new_job))
             return
         if not interaction.response.is_done():
             await self.acknowledge(interaction, action)
         if action == Action.PICK:
-            await self.post_single(interaction, parent, index)
+            await self.bot.delivery.post_picture(interaction, parent, index)
             return
         if action == Action.FAVOURITE:
             async with self.bot.sessionmaker.begin() as session:
@@ -471,8 +333,9 @@ class Imagine(commands.Cog):
                                             "❤️ Already in your favourites.", ephemeral=True)
             return
         user = await self.user(interaction.user.id)
-        await self.start_jobs(interaction, self.mode_for(user, None),
-                              [self.job_for_button(user.variability, action, parent, index)])
+        if action == Action.VARY:  # V1–V4 follow the presser's /settings, made now
+            new_job = self.job_for_button(user.variability, action, parent, index)
+        await self.bot.delivery.submit(interaction, self.mode_for(user, None), [new_job])
 
     @staticmethod
     async def acknowledge(interaction: discord.Interaction, action: Action) -> None:
@@ -489,14 +352,14 @@ class Imagine(commands.Cog):
             async with self.bot.sessionmaker() as session:
                 parent = await repo.get_job(session, job_id=job_id)
         if parent is None or parent.state != JobState.DONE:
-            await self.refuse(interaction, "❌ That job's pictures are gone: run /imagine again.")
+            await refuse(interaction, "❌ That job's pictures are gone: run /imagine again.")
             return None
         if index >= len(parent.images):
-            await self.refuse(interaction, "❌ That picture does not exist.")
+            await refuse(interaction, "❌ That picture does not exist.")
             return None
         if not await asyncio.to_thread(Path(parent.images[index].path).exists):
             keep = self.bot.settings.storage.keep_results_days
-            await self.refuse(interaction, f"❌ That picture was removed: this server keeps pictures for {days(keep)}. "
+            await refuse(interaction, f"❌ That picture was removed: this server keeps pictures for {days(keep)}. "
                                            "Run /imagine again." if keep else
                                            "❌ That picture is gone from the image store: run /imagine again.")
             return None
@@ -531,54 +394,55 @@ class Imagine(commands.Cog):
         except PromptError as error:
             await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return
-        if (read := await self.read_form_prompt(interaction, prompt, "Vary (Region)")) is not None:
+        new_job = region_job(parent, index, box)
+        read = await self.read_form_prompt(interaction, prompt, "Vary (Region)", new_job.request.get("image_urls", ()))
+        if read is not None:
             user, request, shown = read
-            await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
-                                  [region_job(parent, index, box, request.to_dict(), shown)])
+            await self.bot.delivery.submit(interaction, self.mode_for(user, request.params.mode),
+                                           [remix(new_job, request.to_dict(), shown)])
 
     async def start_remixed(self, interaction: discord.Interaction, new_job: NewJob, prompt: str) -> None:
-        """Remix mode: the job the button asked for, with the prompt as the user edited it."""
-        if (read := await self.read_form_prompt(interaction, prompt, "A remix")) is not None:
+        """Remix mode: the job the button asked for, with the prompt as the user edited it (a blend's
+        may be left empty: the same pictures, blended again)."""
+        if not prompt.strip() and new_job.kind == JobKind.BLEND:
+            await defer_thinking(interaction)
+            user = await self.user(interaction.user.id)
+            await self.bot.delivery.submit(interaction, self.mode_for(user, None), [new_job])
+            return
+        read = await self.read_form_prompt(interaction, prompt, "A remix", new_job.request.get("image_urls", ()))
+        if read is not None:
             user, request, shown = read
-            await self.start_jobs(interaction, self.mode_for(user, request.params.mode),
-                                  [remix(new_job, request.to_dict(), shown)])
+            await self.bot.delivery.submit(interaction, self.mode_for(user, request.params.mode),
+                                           [remix(new_job, request.to_dict(), shown)])
 
-    async def read_form_prompt(self, interaction: discord.Interaction, prompt: str, what: str
-                               ) -> tuple[User, GenerationRequest, str] | None:
+    async def read_form_prompt(self, interaction: discord.Interaction, prompt: str, what: str,
+                               kept_links: Sequence[str] = ()) -> tuple[User, GenerationRequest, str] | None:
         """A form's prompt, read alone before any wait (a mistake is answered at once, privately),
         then again with the user's /settings after the deferral; None once the user was told why not."""
         try:
-            self.one_prompt(prompt, what)
+            self.one_prompt(prompt, what, kept_links)
         except PromptError as error:
             await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return None
         await defer_thinking(interaction)
         user = await self.user(interaction.user.id)
         try:
-            request, shown = self.one_prompt(apply_suffix(prompt, user.default_suffix), what)
+            request, shown = self.one_prompt(apply_suffix(prompt, user.default_suffix), what, kept_links)
         except PromptError as error:
-            await self.refuse(interaction, f"❌ {error} (with your /settings)")
+            await refuse(interaction, f"❌ {error} (with your /settings)")
             return None
         return user, request, shown
 
-    def one_prompt(self, prompt: str, what: str) -> tuple[GenerationRequest, str]:
-        """A prompt that makes exactly one job with no image links (forms on a picture take one)."""
+    def one_prompt(self, prompt: str, what: str, kept_links: Sequence[str] = ()) -> tuple[GenerationRequest, str]:
+        """A prompt that makes exactly one job (forms on a picture take one), whose image links
+        are among `kept_links`: the pictures the job was made from are kept, new ones are not fetched."""
         requests = self.read_prompt(prompt)
-        if len(requests) != 1 or requests[0][0].image_urls:
-            raise PromptError(f"{what} takes one prompt: no {{permutations}}, --repeat or image links.")
+        if len(requests) != 1:
+            raise PromptError(f"{what} takes one prompt: no {{permutations}} or --repeat.")
+        if any(url not in kept_links for url in requests[0][0].image_urls):
+            raise PromptError(f"{what} keeps the pictures the job started from (or drops them) but takes no new "
+                              "links: to start from other pictures, run /imagine with them.")
         return requests[0]
-
-    async def post_single(self, interaction: discord.Interaction, parent: Job, index: int) -> None:
-        """U1–U4: the picture on its own, with the buttons that work on one picture."""
-        if not interaction.response.is_done():
-            await defer_thinking(interaction)
-        (image,) = await load_images([parent.images[index].path])
-        file = await asyncio.to_thread(encode_for_upload, image, f"job-{parent.id}-{index + 1}",
-                                       interaction.filesize_limit)
-        await interaction.followup.send(
-            f"**{shorten(parent.prompt, 1800)}** - Image #{index + 1} <@{interaction.user.id}>", file=file,
-            view=single_view(parent.id, index, square=image.width == image.height),
-            allowed_mentions=mention_only(interaction.user.id))
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.messages import shorten
+from bot.messages import shorten
 from storage import repository as repo
 from storage.models import JobState, QueueMode
 

@@ -1,9 +1,12 @@
 """Reactions on the bot's messages, as on Midjourney: ✉️ ❌ ❤️ 🔄.
 
-✉️ sends the reactor the job's full parameters in a DM; ❌ by the owner (or someone
-who may manage messages there) cancels a job still in the queue or deletes the result
-(the pictures stay in the store and in /history); ❤️ adds the pictures to the
-reactor's favourites; 🔄 rerolls the prompt as a new job of the reactor's.
+Every message the bot posts for a job is recorded (`job_messages`), so these work on
+each of them: the grid, a U1–U4 post, a /history or /favourites bring-back. ✉️ sends
+the reactor the job's full parameters in a DM; ❌ by the one the message is for (or
+someone who may manage messages there) cancels a job still in the queue or deletes the
+message (the pictures stay in the store and in /history); ❤️ adds the pictures to the
+reactor's favourites (on a U1–U4 post, that picture); 🔄 rerolls the job as a new job of
+the reactor's.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from cogs.utils.delivery import CONTENT_LIMIT
-from cogs.utils.messages import shorten
+from bot.messages import shorten
+from bot.replies import CONTENT_LIMIT
 from storage import repository as repo
 from storage.images import read_parameters
-from storage.job_requests import reroll_job
-from storage.models import Job, JobState
+from storage.job_requests import SourceGone, reroll_job
+from storage.models import Job, JobMessage, JobState, QueueMode
 
 if TYPE_CHECKING:
     from bot.bot import ImagineBot
@@ -45,19 +48,18 @@ class Reactions(commands.Cog):
             return
         async with self.bot.sessionmaker() as session:
             job = await repo.get_job_by_message(session, message_id=payload.message_id)
-        if job is None:  # not a message of ours, or one we no longer track
+            message = await repo.get_message(session, message_id=payload.message_id)
+        if job is None or message is None:  # not a message of ours, or one we no longer track
             return
         try:
             if emoji == ENVELOPE:
                 await self.send_parameters(payload.user_id, job)
             elif emoji == CROSS:
-                await self.cancel_or_delete(payload, job)
+                await self.cancel_or_delete(payload, job, message)
             elif emoji == HEART:
-                await self.favourite(payload.user_id, job)
+                await self.favourite(payload.user_id, job, message.index)
             elif job.state == JobState.DONE:
-                imagine = self.bot.get_cog("Imagine")
-                await imagine.start_jobs_in_channel(payload.user_id, payload.channel_id, payload.guild_id,
-                                                    [reroll_job(job)])
+                await self.reroll(payload, job)
         except Exception:
             log.exception("reaction %s on job %s by user %s failed", emoji, job.id, payload.user_id)
 
@@ -85,9 +87,10 @@ class Reactions(commands.Cog):
         except discord.Forbidden:
             log.info("user %s does not take DMs; parameters of job %s not sent", user_id, job.id)
 
-    async def cancel_or_delete(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
-        """❌: only the owner, or a member who may manage messages in that channel."""
-        if payload.user_id != job.user_id and not self._may_manage_messages(payload):
+    async def cancel_or_delete(self, payload: discord.RawReactionActionEvent, job: Job, message: JobMessage) -> None:
+        """❌: only the one the message is for (the job's owner; whoever pressed U1–U4 or brought it
+        back), or a member who may manage messages in that channel."""
+        if payload.user_id != message.user_id and not self._may_manage_messages(payload):
             return
         if job.state in (JobState.QUEUED, JobState.RUNNING):
             await self.bot.jobs.cancel(job.id)
@@ -100,14 +103,33 @@ class Reactions(commands.Cog):
         member = payload.member
         if member is None:
             return False
-        channel = member.guild.get_channel(payload.channel_id)
-        permissions = channel.permissions_for(member) if channel is not None else member.guild_permissions
-        return permissions.manage_messages
+        # a thread's permissions are its parent channel's (Thread.permissions_for reads them there)
+        channel = member.guild.get_channel_or_thread(payload.channel_id)
+        if channel is None or (isinstance(channel, discord.Thread) and channel.parent is None):
+            return False  # a channel the bot does not know: its overwrites cannot be read, so no
+        return channel.permissions_for(member).manage_messages
 
-    async def favourite(self, user_id: int, job: Job) -> None:
+    async def reroll(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
+        """🔄: the job made again as a new job of the reactor's, in their default mode."""
+        try:
+            new_job = reroll_job(job)
+        except SourceGone:  # nothing to make it from; a reaction has nowhere private to say so
+            log.info("🔄 on job %s: the picture it was made from is gone", job.id)
+            return
+        async with self.bot.sessionmaker.begin() as session:
+            user = await repo.ensure_user(session, user_id=payload.user_id)
+        mode = user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
+        if mode.value not in self.bot.settings.queue.allowed_modes:
+            mode = QueueMode(self.bot.settings.queue.default_mode)
+        await self.bot.delivery.submit_in_channel(payload.user_id, payload.channel_id, payload.guild_id, mode,
+                                                  [new_job])
+
+    async def favourite(self, user_id: int, job: Job, index: int | None) -> None:
+        """❤️ on a U1–U4 post: that picture; on a grid: all of its pictures."""
         async with self.bot.sessionmaker.begin() as session:
             for image in job.images:
-                await repo.add_favourite(session, user_id=user_id, image_id=image.id)
+                if index is None or image.index == index:
+                    await repo.add_favourite(session, user_id=user_id, image_id=image.id)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -4,6 +4,11 @@ A job's `request` is `GenerationRequest.to_dict()`; jobs that start from a pictu
 an `options` entry (which picture of the parent, how strongly to vary it, which
 upscale). Seeds are chosen here, when the job is written, so that a job run again after
 a restart makes the same pictures. The engine side reads these back in `bot/work.py`.
+
+Every job made from another keeps what that one was made from: the pictures in
+`options["inputs"]` (an image prompt's, kept in the same order as the request's
+`image_urls`, or a blend's), so 🔄 on a blend blends the same pictures again and a
+variation of an image-prompt grid still has the pictures its prompt names.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from .models import Job, JobKind
 from .repository import NewJob
 
 SEED_RANGE = 2**32
+# kinds that start from one picture of their parent (options["source_index"])
+FROM_A_PICTURE = frozenset({JobKind.VARIATION, JobKind.UPSCALE, JobKind.ZOOM, JobKind.PAN, JobKind.SQUARE,
+                            JobKind.REGION})
+
+
+class SourceGone(ValueError):
+    """The job a follow-up would start from no longer exists."""
 
 
 def new_seed() -> int:
@@ -36,57 +48,75 @@ def blend_job(request: dict[str, Any], prompt: str, inputs: list[str]) -> NewJob
     return NewJob(JobKind.BLEND, request | {"options": {"inputs": list(inputs)}}, prompt=prompt, seed=new_seed())
 
 
+def from_picture(parent: Job, index: int, **options: Any) -> dict[str, Any]:
+    """The request of a job made from picture `index` of `parent`: the parent's request and
+    the pictures it was made from, with this job's own options."""
+    carried = {"inputs": job_options(parent)["inputs"]} if "inputs" in job_options(parent) else {}
+    return request_without_options(parent.request) | {"options": carried | {"source_index": index} | options}
+
+
 def zoom_job(parent: Job, index: int, factor: float) -> NewJob:
     """Zoom Out 2×, 1.5× or a custom factor (1–2) of picture `index` of the parent."""
-    request = request_without_options(parent.request) | {"options": {"source_index": index, "factor": factor}}
-    return NewJob(JobKind.ZOOM, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+    return NewJob(JobKind.ZOOM, from_picture(parent, index, factor=factor), prompt=parent.prompt, seed=new_seed(),
+                  parent_id=parent.id)
 
 
 def pan_job(parent: Job, index: int, direction: str) -> NewJob:
     """⬅ ➡ ⬆ ⬇: picture `index` of the parent, extended in `direction`."""
-    request = request_without_options(parent.request) | {"options": {"source_index": index, "direction": direction}}
-    return NewJob(JobKind.PAN, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+    return NewJob(JobKind.PAN, from_picture(parent, index, direction=direction), prompt=parent.prompt,
+                  seed=new_seed(), parent_id=parent.id)
 
 
 def square_job(parent: Job, index: int) -> NewJob:
     """Make Square: a non-square picture `index` of the parent, grown to a square."""
-    request = request_without_options(parent.request) | {"options": {"source_index": index}}
-    return NewJob(JobKind.SQUARE, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
-
-
-def region_job(parent: Job, index: int, box: tuple[float, float, float, float],
-               request: dict[str, Any] | None = None, prompt: str | None = None) -> NewJob:
-    """Vary (Region): `box` (fractions left, top, right, bottom) of picture `index` painted again,
-    with a new prompt when one is given."""
-    base = request_without_options(request if request is not None else parent.request)
-    request = base | {"options": {"source_index": index, "box": list(box)}}
-    return NewJob(JobKind.REGION, request, prompt=prompt or parent.prompt, seed=new_seed(), parent_id=parent.id)
-
-
-def reroll_job(parent: Job) -> NewJob:
-    """🔄: the parent's request with a new seed."""
-    return NewJob(JobKind.REROLL, request_without_options(parent.request), prompt=parent.prompt, seed=new_seed(),
+    return NewJob(JobKind.SQUARE, from_picture(parent, index), prompt=parent.prompt, seed=new_seed(),
                   parent_id=parent.id)
+
+
+def region_job(parent: Job, index: int, box: tuple[float, float, float, float]) -> NewJob:
+    """Vary (Region): `box` (fractions left, top, right, bottom) of picture `index` painted again
+    (a new prompt comes with `remix`)."""
+    return NewJob(JobKind.REGION, from_picture(parent, index, box=list(box)), prompt=parent.prompt,
+                  seed=new_seed(), parent_id=parent.id)
 
 
 def variation_job(parent: Job, index: int, variability: str) -> NewJob:
     """V1–V4 and Vary (Subtle / Strong): picture `index` (0-based) of the parent, varied."""
-    request = request_without_options(parent.request) | {
-        "options": {"source_index": index, "variability": variability}}
-    return NewJob(JobKind.VARIATION, request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+    return NewJob(JobKind.VARIATION, from_picture(parent, index, variability=variability), prompt=parent.prompt,
+                  seed=new_seed(), parent_id=parent.id)
 
 
 def upscale_job(parent: Job, index: int, mode: str) -> NewJob:
     """Upscale (Subtle / Creative) of picture `index` of the parent, with that picture's seed.
     `parent` must have its images loaded (`get_job`)."""
-    request = request_without_options(parent.request) | {"options": {"source_index": index, "upscale_mode": mode}}
-    return NewJob(JobKind.UPSCALE, request, prompt=parent.prompt, seed=parent.images[index].seed,
-                  parent_id=parent.id)
+    return NewJob(JobKind.UPSCALE, from_picture(parent, index, upscale_mode=mode), prompt=parent.prompt,
+                  seed=parent.images[index].seed, parent_id=parent.id)
+
+
+def reroll_job(parent: Job) -> NewJob:
+    """🔄: the parent made again with a new seed, from what it was made from: its image
+    prompts, a blend's pictures, or the picture a variation, zoom, pan... started from
+    (so the new job's parent is that picture's job). SourceGone when that job was deleted."""
+    if parent.kind in (JobKind.IMAGINE, JobKind.REROLL):
+        return NewJob(JobKind.REROLL, parent.request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+    if parent.kind == JobKind.BLEND:
+        return NewJob(JobKind.BLEND, parent.request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.id)
+    if parent.parent_id is None:
+        raise SourceGone(f"the picture job {parent.id} was made from is gone")
+    return NewJob(parent.kind, parent.request, prompt=parent.prompt, seed=new_seed(), parent_id=parent.parent_id)
 
 
 def remix(job: NewJob, request: dict[str, Any], prompt: str) -> NewJob:
-    """The same job with the prompt the user edited in the Remix form (its options kept)."""
-    options = job.request.get("options")
+    """The same job with the prompt the user edited (Remix, Vary (Region)), its options kept.
+
+    The edited prompt may keep or drop the job's image links (it may not add new ones:
+    the caller checks); the kept pictures follow the links it keeps."""
+    options = dict(job.request.get("options", {}))
+    old_urls = list(job.request.get("image_urls", ()))
+    if old_urls and "inputs" in options:  # an image prompt's pictures, one per link
+        by_url = dict(zip(old_urls, options.pop("inputs"), strict=False))
+        if kept := [by_url[url] for url in request.get("image_urls", ())]:
+            options["inputs"] = kept
     return replace(job, request=request | ({"options": options} if options else {}), prompt=prompt)
 
 

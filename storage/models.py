@@ -53,6 +53,24 @@ class QueueMode(enum.StrEnum):
     RELAX = "relax"
 
 
+class Delivery(enum.StrEnum):
+    """Whether a finished job's outcome (its pictures, or why there are none) reached its owner."""
+
+    PENDING = "pending"  # not finished, or finished and not posted yet: retried until it is
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"  # no channel, no webhook and no DM took it (the log says why)
+
+
+class MessageKind(enum.StrEnum):
+    """What a message the bot posted for a job shows."""
+
+    PROGRESS = "progress"  # "(42%)", edited as the job runs; deleted (and forgotten) once the result is posted
+    RESULT = "result"  # the grid (or the one picture) with its buttons
+    PICTURE = "picture"  # U1–U4: one picture of the grid
+    SHOWN = "shown"  # brought back by /history or /favourites
+    NOTICE = "notice"  # a failure or a cancellation, posted anew when the progress message was gone
+
+
 class Variability(enum.StrEnum):
     SUBTLE = "subtle"
     STRONG = "strong"
@@ -112,7 +130,6 @@ class Job(Timestamped, Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
-    message_id: Mapped[int | None] = mapped_column(BigInteger)
     prompt: Mapped[str] = mapped_column(Text, default="")
     request: Mapped[dict[str, Any]] = mapped_column(JSON)  # GenerationRequest.to_dict() plus job options
     seed: Mapped[int | None] = mapped_column(BigInteger)
@@ -123,6 +140,12 @@ class Job(Timestamped, Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery: Mapped[Delivery] = mapped_column(_enum(Delivery, "delivery"), default=Delivery.PENDING,
+                                               server_default=Delivery.PENDING.value, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    delivery_error: Mapped[str | None] = mapped_column(Text)  # the last failure, for the operator
+    next_delivery_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # after a failure: backoff
 
     images: Mapped[list[Image]] = relationship(back_populates="job", order_by="Image.index",
                                                cascade="all, delete-orphan")
@@ -145,6 +168,22 @@ class Image(Timestamped, Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
     job: Mapped[Job] = relationship(back_populates="images")
+
+
+class JobMessage(Timestamped, Base):
+    """A message the bot posted for a job: reactions on any of them reach the job."""
+
+    __tablename__ = "job_messages"
+
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[MessageKind] = mapped_column(_enum(MessageKind, "message_kind"))
+    index: Mapped[int | None]  # the picture a PICTURE message shows
+    user_id: Mapped[int] = mapped_column(BigInteger)  # whom it is for: the owner, or who pressed U or brought it back
+    via: Mapped[str] = mapped_column(String(16))  # "interaction", "channel" or "dm": how it was posted
+
+    job: Mapped[Job] = relationship()
 
 
 class Favourite(Timestamped, Base):

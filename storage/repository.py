@@ -7,16 +7,16 @@ per command or job step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from .models import Favourite, Image, Job, JobKind, JobState, QueueMode, User
+from .models import Delivery, Favourite, Image, Job, JobKind, JobMessage, JobState, MessageKind, QueueMode, User
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
@@ -145,9 +145,77 @@ async def cancel_job(session: AsyncSession, *, job_id: int) -> bool:
     return True
 
 
-async def set_job_message(session: AsyncSession, *, job_id: int, message_id: int) -> None:
+async def record_message(session: AsyncSession, *, job_id: int, message_id: int, channel_id: int,
+                         kind: MessageKind, via: str, user_id: int, index: int | None = None) -> None:
+    """Remember a message posted for a job, for `user_id` (reactions on it then reach the job)."""
+    if await session.get(JobMessage, message_id) is None:
+        session.add(JobMessage(message_id=message_id, job_id=job_id, channel_id=channel_id, kind=kind, via=via,
+                               index=index, user_id=user_id))
+        await session.flush()
+
+
+async def progress_message(session: AsyncSession, *, job_id: int) -> JobMessage | None:
+    """The message that shows a job's progress (the newest one, if it had several)."""
+    query = (select(JobMessage).where(JobMessage.job_id == job_id, JobMessage.kind == MessageKind.PROGRESS)
+             .order_by(JobMessage.created_at.desc(), JobMessage.message_id.desc()).limit(1))
+    return await session.scalar(query)
+
+
+async def forget_message(session: AsyncSession, *, message_id: int) -> None:
+    """A message deleted from Discord: nothing can react to it any more."""
+    if (message := await session.get(JobMessage, message_id)) is not None:
+        await session.delete(message)
+
+
+async def list_leftover_progress_messages(session: AsyncSession, *, limit: int = 100) -> list[JobMessage]:
+    """Progress messages of delivered pictures, still on Discord (its delete failed), with their jobs."""
+    query = (select(JobMessage).join(Job, JobMessage.job_id == Job.id)
+             .where(JobMessage.kind == MessageKind.PROGRESS, Job.state == JobState.DONE,
+                    Job.delivery == Delivery.DELIVERED)
+             .order_by(JobMessage.message_id).limit(limit).options(selectinload(JobMessage.job)))
+    return list(await session.scalars(query))
+
+
+async def get_message(session: AsyncSession, *, message_id: int) -> JobMessage | None:
+    return await session.get(JobMessage, message_id)
+
+
+async def messages_of(session: AsyncSession, *, job_id: int) -> list[JobMessage]:
+    """Every message posted for a job, oldest first."""
+    query = select(JobMessage).where(JobMessage.job_id == job_id).order_by(JobMessage.created_at,
+                                                                             JobMessage.message_id)
+    return list(await session.scalars(query))
+
+
+async def mark_delivered(session: AsyncSession, *, job_id: int) -> None:
     job = await session.get_one(Job, job_id)
-    job.message_id = message_id
+    job.delivery, job.delivered_at, job.delivery_error, job.next_delivery_at = (
+        Delivery.DELIVERED, _now(), None, None)
+    job.delivery_attempts += 1
+
+
+async def note_delivery_failure(session: AsyncSession, *, job_id: int, error: str, retry_in: float | None) -> Job:
+    """A delivery attempt failed: try again in `retry_in` seconds, or (None) never: nowhere is
+    left to post it, and the job is undeliverable."""
+    job = await session.get_one(Job, job_id)
+    job.delivery_attempts += 1
+    job.delivery_error = error[:1000]
+    if retry_in is None:
+        job.delivery, job.next_delivery_at = Delivery.UNDELIVERABLE, None
+    else:
+        job.next_delivery_at = _now() + timedelta(seconds=retry_in)
+    return job
+
+
+async def list_undelivered_jobs(session: AsyncSession, *, limit: int = 20) -> list[Job]:
+    """Finished jobs whose outcome is not posted yet and is due to be tried, those never tried
+    first (so jobs that keep failing hold up no others), with their images."""
+    query = (select(Job).where(Job.delivery == Delivery.PENDING, Job.state.not_in(UNFINISHED),
+                               Job.channel_id.is_not(None),
+                               or_(Job.next_delivery_at.is_(None), Job.next_delivery_at <= _now()))
+             .order_by(Job.next_delivery_at.is_not(None), Job.next_delivery_at, Job.id).limit(limit)
+             .options(selectinload(Job.images)))
+    return list(await session.scalars(query))
 
 
 async def list_history(session: AsyncSession, *, user_id: int, text: str | None = None, limit: int = 10,
@@ -187,9 +255,18 @@ async def add_favourite(session: AsyncSession, *, user_id: int, image_id: int) -
 
 
 async def list_favourites(session: AsyncSession, *, user_id: int, limit: int = 25, offset: int = 0) -> list[Image]:
+    """A user's favourite pictures, the newest favourite first, each with its job."""
     query = (select(Image).join(Favourite, Favourite.image_id == Image.id).where(Favourite.user_id == user_id)
-             .order_by(Favourite.created_at.desc(), Image.id.desc()).limit(limit).offset(offset))
+             .order_by(Favourite.created_at.desc(), Image.id.desc()).limit(limit).offset(offset)
+             .options(selectinload(Image.job)))
     return list(await session.scalars(query))
+
+
+async def get_favourite(session: AsyncSession, *, user_id: int, image_id: int) -> Image | None:
+    """The picture, if it is one of the user's favourites."""
+    if await session.get(Favourite, (user_id, image_id)) is None:
+        return None
+    return await session.get(Image, image_id)
 
 
 USER_SETTINGS = frozenset({"default_mode", "default_suffix", "variability", "remix"})
@@ -217,8 +294,11 @@ async def recorded_files(session: AsyncSession) -> tuple[set[tuple[int, int]], s
 
 
 async def get_job_by_message(session: AsyncSession, *, message_id: int) -> Job | None:
-    """The job a Discord message shows (its progress or its result), with its images."""
-    return await session.scalar(select(Job).where(Job.message_id == message_id).options(selectinload(Job.images)))
+    """The job a Discord message of the bot's shows (any of them: progress, result, U pick,
+    /history), with its images."""
+    query = (select(Job).join(JobMessage, JobMessage.job_id == Job.id).where(JobMessage.message_id == message_id)
+             .options(selectinload(Job.images)))
+    return await session.scalar(query)
 
 
 async def list_unfinished_jobs_of(session: AsyncSession, *, user_id: int) -> list[Job]:

@@ -20,6 +20,23 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
 @pytest.fixture
+async def fake_discord() -> AsyncIterator:
+    """The fake Discord of helpers/discord_harness.py, with discord.py's HTTP client pointed at it."""
+    from discord.http import Route
+    from helpers.discord_harness import FakeDiscord
+
+    server = FakeDiscord()
+    await server.start()
+    original = Route.BASE
+    Route.BASE = f"{server.base_url}/api/v10"
+    try:
+        yield server
+    finally:
+        Route.BASE = original
+        await server.close()
+
+
+@pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator:
     """A real SQLite file, migrated to head with Alembic; yields (engine, sessionmaker)."""
     from storage.database import create_engine, create_sessionmaker, upgrade_database

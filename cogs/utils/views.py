@@ -9,31 +9,11 @@ one person says so to anyone else who presses it.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from typing import Any
 
 import discord
 
-log = logging.getLogger(__name__)
-
-FAILURE_TEXT = "❌ Something went wrong on our side{where}; it has been logged. Try again in a moment."
-
-
-async def tell_privately(interaction: discord.Interaction, text: str) -> None:
-    """A private answer, whether or not the interaction was already answered or deferred."""
-    with contextlib.suppress(discord.HTTPException):
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-
-
-async def report_failure(interaction: discord.Interaction, error: BaseException, what: str,
-                         job_id: int | None = None) -> None:
-    """Log `error` with its traceback; tell the user only that it failed (and the job, if any)."""
-    log.error("%s failed for user %s", what, interaction.user.id, exc_info=error)
-    await tell_privately(interaction, FAILURE_TEXT.format(where=f" (job {job_id})" if job_id is not None else ""))
+from bot.replies import report_failure, tell_privately
 
 
 class ReportingView(discord.ui.View):

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from discord.http import Route
 from helpers.discord_harness import (
+    CHANNEL_ID,
     SIZE_LIMIT,
     FakeDiscord,
     Recorded,
@@ -37,37 +37,59 @@ class Harness:
     bot: ImagineBot
     discord: FakeDiscord
 
+    def dispatch(self, payload: dict[str, Any]) -> str:
+        """Deliver INTERACTION_CREATE as Discord would: the fake Discord learns of the interaction
+        (its 3 s and 15 min windows start now, its upload limit, the message it was pressed on) and
+        `app_permissions` says what the test left the bot in that channel. Returns the token."""
+        payload["app_permissions"] = str(self.discord.app_permissions(payload["channel_id"]))
+        self.discord.interaction_created(payload["token"], payload["id"], payload["type"],
+                                         (payload.get("message") or {}).get("id"),
+                                         size_limit=payload["attachment_size_limit"], channel_id=payload["channel_id"])
+        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
+        return payload["token"]
+
     def command(self, name: str, user_id: int, option_types: dict[str, int] | None = None,
                 size_limit: int = SIZE_LIMIT, files: dict[str, tuple[str, bytes]] | None = None,
-                **options: Any) -> str:
-        """Run a slash command as `user_id`; returns the interaction token (its requests' key).
-        `files` maps attachment options to (filename, bytes) uploaded with the command."""
-        payload = command_payload(name, options, user_id, option_types=option_types, size_limit=size_limit)
+                channel_id: int = CHANNEL_ID, **options: Any) -> str:
+        """Run a slash command as `user_id` (in `channel_id`: CHANNEL_ID or THREAD_ID); returns the
+        interaction token (its requests' key). `files` maps attachment options to (filename, bytes)
+        uploaded with the command."""
+        payload = command_payload(name, options, user_id, option_types=option_types, size_limit=size_limit,
+                                  channel_id=channel_id)
         if files:
             with_attachments(payload, {key: attachment_payload(self.discord, filename, data)
                                        for key, (filename, data) in files.items()})
-        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
-        return payload["token"]
+        return self.dispatch(payload)
 
     def press(self, message_id: str, custom_id: str, user_id: int, values: list[str] | None = None) -> str:
         """Press a button (or choose `values` in a select) on a message the fake server holds."""
-        payload = component_payload(self.discord.messages[message_id], custom_id, user_id, values=values)
-        self.discord.pressed[payload["token"]] = message_id
-        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
-        return payload["token"]
+        return self.dispatch(component_payload(self.discord.messages[message_id], custom_id, user_id, values=values))
 
-    def submit_form(self, custom_id: str, fields: dict[str, str], user_id: int) -> str:
-        payload = modal_submit_payload(custom_id, fields, user_id)
-        self.bot._connection.parsers["INTERACTION_CREATE"](payload)
-        return payload["token"]
+    def submit_form(self, custom_id: str, fields: dict[str, str], user_id: int, message_id: str | None = None) -> str:
+        """Send a form; `message_id`: the message whose button opened it (Discord then says so)."""
+        message = self.discord.messages[message_id] if message_id is not None else None
+        return self.dispatch(modal_submit_payload(custom_id, fields, user_id, message))
+
+    async def form(self, token: str) -> dict[str, Any]:
+        """The form (modal) an interaction answered with."""
+        callback = await self.discord.wait_for(lambda: next(
+            (r for r in self.of(token) if r.path.endswith("/callback")), None))
+        assert callback.json["type"] == 9, callback.json  # a form
+        return callback.json["data"]
 
     def response_message(self, token: str) -> dict[str, Any]:
         """The message an interaction's response created (as the fake server holds it now)."""
         return self.discord.messages[self.discord.originals[token]]
 
-    def react(self, message_id: str, emoji: str, user_id: int, *, moderator: bool = False) -> None:
+    def reaction_payload(self, message_id: str, emoji: str, user_id: int, *, moderator: bool = False,
+                         channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+        """MESSAGE_REACTION_ADD's payload, to change before delivering it."""
+        return reaction_payload(message_id, emoji, user_id, moderator=moderator, channel_id=channel_id)
+
+    def react(self, message_id: str, emoji: str, user_id: int, *, moderator: bool = False,
+              channel_id: int = CHANNEL_ID) -> None:
         self.bot._connection.parsers["MESSAGE_REACTION_ADD"](
-            reaction_payload(message_id, emoji, user_id, moderator=moderator))
+            self.reaction_payload(message_id, emoji, user_id, moderator=moderator, channel_id=channel_id))
 
     def message_of_job(self, job_id: int) -> str:
         """The id of the message that carries a job's buttons."""
@@ -78,14 +100,17 @@ class Harness:
         return [r for r in self.discord.requests if f"/{token}" in r.path]
 
     async def result(self, token: str, timeout: float = 120.0) -> Recorded:
-        """The first followup that carries a file: the job's result message."""
+        """The first followup that carries a file and that Discord accepted: the job's result message."""
         return await self.discord.wait_for(lambda: next(
-            (r for r in self.of(token) if r.method == "POST" and r.path.endswith(token) and r.files), None), timeout)
+            (r for r in self.of(token) if r.method == "POST" and r.path.endswith(token) and r.files and r.accepted),
+            None), timeout)
 
     async def ephemeral_reply(self, token: str) -> Recorded:
-        """The private answer to an interaction (its callback, or a followup)."""
+        """The private answer to an interaction (its callback, or a followup): a request Discord
+        accepted and whose message is ephemeral (a followup replacing a public deferral is not)."""
         return await self.discord.wait_for(lambda: next(
-            (r for r in self.of(token) if r.flags & 64 and r.method == "POST"), None))
+            (r for r in self.of(token) if r.method == "POST" and r.accepted
+             and self.discord.is_ephemeral(r.message_id)), None))
 
     async def ephemeral_text(self, token: str) -> str:
         reply = await self.ephemeral_reply(token)
@@ -106,19 +131,6 @@ class Harness:
 
 
 @pytest.fixture
-async def fake_discord():
-    server = FakeDiscord()
-    await server.start()
-    original = Route.BASE
-    Route.BASE = f"{server.base_url}/api/v10"
-    try:
-        yield server
-    finally:
-        Route.BASE = original
-        await server.close()
-
-
-@pytest.fixture
 async def start_bot(fake_discord, engine, tmp_path, caplog):
     """Start a logged-in bot (setup_hook done, READY and GUILD_CREATE seen) on this test's
     database and image folder; call it again after `stop()` to restart on the same data.
@@ -134,13 +146,15 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
     running: list[ImagineBot] = []
     expected_errors: list[str] = []
 
-    async def start(*, progress_edit_seconds: float = 0.0, expect_errors: tuple[str, ...] = ()) -> Harness:
+    async def start(*, progress_edit_seconds: float = 0.0, redelivery_seconds: float = 60.0, thread: bool = False,
+                    expect_errors: tuple[str, ...] = ()) -> Harness:
         """`expect_errors`: texts of error logs the test provokes on purpose."""
         expected_errors.extend(expect_errors)
-        discord_settings = DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_edit_seconds)
+        discord_settings = DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_edit_seconds,
+                                           redelivery_seconds=redelivery_seconds)
         bot = ImagineBot(replace(settings, discord=discord_settings), engine=engine, guild_ready_timeout=0.01)
         running.append(bot)
-        await connect(bot)
+        await connect(bot, thread=thread)
         return Harness(bot, fake_discord)
 
     yield start

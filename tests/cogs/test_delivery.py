@@ -9,8 +9,8 @@ import numpy as np
 from helpers.discord_harness import CHANNEL_ID
 from PIL import Image
 
-from cogs.utils import delivery
-from cogs.utils.delivery import encode_for_upload
+from bot import delivery
+from bot.messages import encode_for_upload
 from storage import repository as repo
 from storage.models import JobState
 

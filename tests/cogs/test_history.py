@@ -48,3 +48,34 @@ async def test_history_pages_filters_and_brings_a_job_back(harness):
     assert [field["name"] for field in filtered.json["data"]["embeds"][0]["fields"]] == ["`1` imagine"]
     nobody = await harness.ephemeral_reply(harness.command("history", 999))
     assert nobody.json["data"]["embeds"][0]["description"] == "Nothing here yet."
+
+
+async def test_favourites_list_the_hearted_pictures_and_bring_one_back(harness):
+    await harness.result(harness.command("imagine", OWNER, prompt="a red star --seed 5 --steps 6"))
+    grid_id = harness.message_of_job(1)
+    await harness.result(harness.press(grid_id, "job:u:1:1", OWNER))
+    single = next(i for i, m in harness.discord.messages.items() if "job:fav:1:1" in str(m["components"]))
+    heart = harness.press(single, "job:fav:1:1", OWNER)
+    said = await harness.discord.wait_for(lambda: next(
+        (r for r in harness.of(heart) if r.method == "POST" and r.accepted and r.content), None))
+    assert said.content == "❤️ Added to your favourites." and harness.discord.is_ephemeral(said.message_id)
+
+    def listing_of(token: str):
+        return harness.discord.wait_for(lambda: next(
+            (r for r in harness.of(token) if r.method == "POST" and r.accepted and (r.json or {}).get("embeds")), None))
+    token = harness.command("favourites", OWNER)
+    listing = await listing_of(token)
+    assert harness.discord.is_ephemeral(listing.message_id)
+    embed = listing.json["embeds"][0]
+    assert embed["title"] == "Your favourites"
+    assert [(f["name"], f["value"].split("\n")[0]) for f in embed["fields"]] == [
+        ("`1` picture 2", "a red star --seed 5 --steps 6")]
+    menu = harness.response_message(token)
+    select = component(menu, "Bring one back with its buttons")
+    shown = await harness.result(harness.press(menu["id"], select["custom_id"], OWNER,
+                                               values=[select["options"][0]["value"]]))
+    assert shown.content == "**a red star --seed 5 --steps 6** - Image #2 <@4242>"
+    assert "job:us:1:1" in shown.custom_ids() and image_of(shown).size == (64, 64)
+
+    empty = await listing_of(harness.command("favourites", 999))
+    assert empty.json["embeds"][0]["description"] == "No favourites yet: press ❤️ under a picture."

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from helpers.discord_harness import CONTENT_LIMIT, component
+from helpers.job_messages import job_of_message
 from PIL import Image
 from sqlalchemy import update
 
@@ -36,7 +37,7 @@ async def grid(harness, prompt: str, user_id: int = OWNER) -> tuple[int, str]:
     result = await harness.result(harness.command("imagine", user_id, prompt=prompt))
     job_id = int(result.custom_ids()[0].split(":")[2])
     message_id = harness.message_of_job(job_id)
-    await harness.job_when(job_id, lambda job: str(job.message_id) == message_id)
+    await job_of_message(harness.bot, message_id)
     return job_id, message_id
 
 
@@ -75,7 +76,7 @@ async def test_a_long_prompt_is_shortened_in_messages_and_whole_in_the_dm(harnes
     assert len(job.prompt) > CONTENT_LIMIT and job.prompt.endswith(f"--no {no}")  # kept whole for /history
 
     message_id = harness.message_of_job(1)
-    await harness.job_when(1, lambda job: str(job.message_id) == message_id)
+    await job_of_message(harness.bot, message_id)
     harness.react(message_id, "✉️", OWNER)
     dm = await harness.discord.wait_for(lambda: [r for r in harness.discord.find("POST", "/channels/")
                                                  if "Job ID" in (r.content or "")])

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from helpers.discord_harness import drawn_png, image_of
+from helpers.discord_harness import drawn_png, form_inputs, image_of
 from PIL import Image
 
 from storage import repository as repo
 from storage.models import JobKind, JobState
 
 OWNER = 4242
-
-
-async def form_of(harness, token: str) -> dict:
-    callback = await harness.discord.wait_for(lambda: next(
-        (r for r in harness.of(token) if r.path.endswith("/callback")), None))
-    assert callback.json["type"] == 9  # a form
-    return callback.json["data"]
-
-
-def inputs_of(form: dict) -> list[str]:
-    return [c["custom_id"] for row in form["components"] for c in row["components"]]
 
 
 async def test_an_attached_picture_is_an_image_prompt_kept_with_the_job(harness):
@@ -42,6 +31,15 @@ async def test_a_link_that_is_not_a_picture_is_refused_privately_and_nothing_is_
     assert text == "❌ the picture: that is not a picture in a format this bot reads (PNG, JPEG, WEBP, GIF)"
     async with harness.bot.sessionmaker() as session:
         assert await repo.list_history(session, user_id=OWNER) == []
+
+
+async def test_permutations_with_different_image_links_are_refused_before_anything_is_fetched(harness):
+    base = f"{harness.discord.base_url}/attachments"
+    harness.discord.attachments["red.png"] = drawn_png("circle", "red")
+    token = harness.command("imagine", OWNER, prompt=f"{{{base}/red.png, {base}/red.png {base}/red.png}} a cat")
+    text = await harness.ephemeral_text(token)
+    assert text == ("❌ every job of a {permutation} needs the same image links: put the links outside the braces")
+    assert harness.discord.downloads == []
 
 
 async def test_an_attachment_over_the_size_limit_is_refused_before_it_is_downloaded(harness):
@@ -83,12 +81,12 @@ async def test_zoom_pan_square_and_region_from_one_picture(harness):
     with Image.open((await harness.job(4)).images[0].path) as picture:
         assert picture.size == (80, 80)
 
-    form = await form_of(harness, harness.press(single_id, "job:rg:1:0", OWNER))
-    region_input, prompt_input = inputs_of(form)
+    form = await harness.form(harness.press(single_id, "job:rg:1:0", OWNER))
+    region_input, prompt_input = form_inputs(form)
     bad = harness.submit_form(form["custom_id"], {region_input: "middle-ish", prompt_input: "a red star"}, OWNER)
     assert "the region is a name" in await harness.ephemeral_text(bad)
-    form = await form_of(harness, harness.press(single_id, "job:rg:1:0", OWNER))
-    region_input, prompt_input = inputs_of(form)
+    form = await harness.form(harness.press(single_id, "job:rg:1:0", OWNER))
+    region_input, prompt_input = form_inputs(form)
     good = harness.submit_form(form["custom_id"], {region_input: "center",
                                                    prompt_input: "a red star on a blue background"}, OWNER)
     repainted = await harness.result(good)
@@ -103,10 +101,10 @@ async def test_custom_zoom_asks_for_a_factor_between_1_and_2(harness):
     single = await harness.result(harness.press(harness.message_of_job(1), "job:u:1:2", OWNER))
     assert "job:sq:1:2" not in single.custom_ids()  # already square
     single_id = next(i for i, m in harness.discord.messages.items() if "job:zc:1:2" in str(m["components"]))
-    form = await form_of(harness, harness.press(single_id, "job:zc:1:2", OWNER))
-    (factor,) = inputs_of(form)
+    form = await harness.form(harness.press(single_id, "job:zc:1:2", OWNER))
+    (factor,) = form_inputs(form)
     wrong = harness.submit_form(form["custom_id"], {factor: "3"}, OWNER)
     assert await harness.ephemeral_text(wrong) == "❌ The zoom factor is a number from 1 to 2, like 1.5."
-    form = await form_of(harness, harness.press(single_id, "job:zc:1:2", OWNER))
-    zoomed = await harness.result(harness.submit_form(form["custom_id"], {inputs_of(form)[0]: "1.25x"}, OWNER))
+    form = await harness.form(harness.press(single_id, "job:zc:1:2", OWNER))
+    zoomed = await harness.result(harness.submit_form(form["custom_id"], {form_inputs(form)[0]: "1.25x"}, OWNER))
     assert "Zoom Out (1.25x) by <@4242>" in zoomed.content

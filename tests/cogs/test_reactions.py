@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from helpers.discord_harness import CHANNEL_ID
+from helpers.job_messages import job_of_message
 
 from storage import repository as repo
 from storage.models import JobKind, JobState
@@ -16,7 +17,7 @@ async def grid_of(harness, prompt: str) -> tuple[int, str]:
     result = await harness.result(harness.command("imagine", OWNER, prompt=prompt))
     job_id = int(result.custom_ids()[0].split(":")[2])
     message_id = harness.message_of_job(job_id)
-    await harness.job_when(job_id, lambda job: str(job.message_id) == message_id)  # reactions find it by id
+    await job_of_message(harness.bot, message_id)  # reactions find it by id
     return job_id, message_id
 
 
@@ -61,3 +62,18 @@ async def test_reroll_reaction_starts_a_job_for_the_reactor_in_the_channel(harne
     new_id = int(posted[0].custom_ids()[0].split(":")[2])
     job = await harness.job(new_id)
     assert (job.kind, job.parent_id, job.user_id, job.state) == (JobKind.REROLL, job_id, OTHER, JobState.DONE)
+
+
+async def test_cross_on_a_u_post_belongs_to_whoever_pressed_u_not_to_the_grids_owner(harness):
+    job_id, grid_id = await grid_of(harness, "a red star --steps 6")
+    await harness.result(harness.press(grid_id, f"job:u:{job_id}:0", OTHER))
+    picture = next(i for i, m in harness.discord.messages.items()
+                   if f"job:us:{job_id}:0" in str(m["components"]) and i not in harness.discord.deleted)
+    await job_of_message(harness.bot, picture)
+    harness.react(picture, "❌", OWNER)  # the grid's owner: not theirs to delete
+    harness.react(grid_id, "✉️", OWNER)  # handled after the ❌, in order
+    await harness.discord.wait_for(lambda: [r for r in harness.discord.find("POST", "/channels/")
+                                            if "Job ID" in (r.content or "")])
+    assert picture not in harness.discord.deleted
+    harness.react(picture, "❌", OTHER)  # whoever pressed U1: theirs
+    await harness.discord.wait_for(lambda: picture in harness.discord.deleted)

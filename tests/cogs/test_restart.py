@@ -7,7 +7,7 @@ from helpers.discord_harness import CHANNEL_ID, GUILD_ID, Recorded, image_of
 from storage import repository as repo
 from storage.database import create_engine, create_sessionmaker, upgrade_database
 from storage.job_requests import imagine_job
-from storage.models import JobKind, JobState, QueueMode
+from storage.models import Delivery, JobKind, JobState, MessageKind, QueueMode
 
 OWNER, OTHER = 4242, 5151
 
@@ -41,7 +41,9 @@ async def write_jobs_before_start(tmp_path, fake_discord, *, attempts: int, stat
         new = imagine_job({"segments": [{"text": "a red circle", "weight": 1.0}]}, "a red circle", seed=9)
         job = await repo.enqueue_job(session, kind=new.kind, user_id=OWNER, request=new.request, prompt=new.prompt,
                                      seed=new.seed, mode=QueueMode.FAST, guild_id=GUILD_ID, channel_id=CHANNEL_ID)
-        job.state, job.attempts, job.crashes, job.message_id = state, attempts, crashes, int(progress["id"])
+        job.state, job.attempts, job.crashes = state, attempts, crashes
+        await repo.record_message(session, job_id=job.id, message_id=int(progress["id"]), channel_id=CHANNEL_ID,
+                                  kind=MessageKind.PROGRESS, via="interaction", user_id=OWNER)
         job_id = job.id
     await engine.dispose()
     return job_id, progress["id"]
@@ -55,10 +57,15 @@ async def test_a_job_running_when_the_bot_died_is_finished_and_posted_in_its_cha
         (r for r in fake_discord.find("POST", f"/channels/{CHANNEL_ID}/messages") if r.files), None), timeout=120)
     assert posted.content == "**a red circle** - <@4242> (fast)"
     assert image_of(posted).size == (128, 128)
-    job = await harness.job_when(job_id, lambda job: str(job.message_id) != progress_id)
+    job = await harness.job_when(job_id, lambda job: job.delivery == Delivery.DELIVERED)
     assert (job.state, job.attempts, [i.seed for i in job.images]) == (JobState.DONE, 2, [9, 10, 11, 12])
-    assert progress_id in fake_discord.deleted  # the progress message made way for the result
-    assert fake_discord.messages[str(job.message_id)]["content"] == posted.content  # ❌ ✉️ 🔄 find it
+    await fake_discord.wait_for(lambda: progress_id in fake_discord.deleted)  # it made way for the result
+    async with harness.bot.sessionmaker() as session:
+        kinds = [(m.kind, m.via) for m in await repo.messages_of(session, job_id=job_id)]
+        result_id = next(m.message_id for m in await repo.messages_of(session, job_id=job_id)
+                         if m.kind == MessageKind.RESULT)
+    assert kinds == [(MessageKind.RESULT, "channel")]  # the progress message, deleted, is forgotten
+    assert fake_discord.messages[str(result_id)]["content"] == posted.content  # ❌ ✉️ 🔄 find it
 
 
 async def test_a_job_given_up_after_restarts_tells_its_owner_why(start_bot, fake_discord, tmp_path):

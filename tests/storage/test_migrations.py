@@ -19,7 +19,7 @@ async def test_upgrade_from_empty_and_downgrade_back(tmp_path):
         await upgrade_database(engine)
         assert await table_names(engine) >= set(Base.metadata.tables)
         async with engine.connect() as connection:
-            assert await current_revision(connection) == "0002"
+            assert await current_revision(connection) == "0003"
             assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
 
@@ -52,11 +52,18 @@ async def test_upgrading_and_downgrading_keep_every_row(tmp_path):
             await connection.execute(text("INSERT INTO users (id, remix, default_suffix, variability) "
                                           "VALUES (1, 0, '', 'subtle')"))
             await connection.execute(text("INSERT INTO jobs (id, kind, user_id, prompt, request, mode, state, "
-                                          "attempts) VALUES (1, 'imagine', 1, 'a cat', '{}', 'fast', 'done', 1)"))
+                                          "attempts, channel_id, message_id) "
+                                          "VALUES (1, 'imagine', 1, 'a cat', '{}', 'fast', 'done', 1, 5, 77)"))
             await connection.execute(text("INSERT INTO images (job_id, \"index\", path, width, height, seed, "
                                           "sha256) VALUES (1, 0, 'x.png', 8, 8, 1, 'abc')"))
         await upgrade_database(engine)
+        async with engine.connect() as connection:  # the old job's message is recorded, and it counts as delivered
+            assert (await connection.execute(text("SELECT message_id, job_id, channel_id, kind FROM job_messages"))
+                    ).all() == [(77, 1, 5, "result")]
+            assert (await connection.execute(text("SELECT delivery FROM jobs"))).scalar() == "delivered"
         await downgrade_database(engine, "0001")  # drops a column: the jobs table is copied
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT message_id FROM jobs"))).scalar() == 77
         await upgrade_database(engine)
         async with engine.connect() as connection:
             assert (await connection.execute(text("SELECT count(*) FROM images"))).scalar() == 1

@@ -102,3 +102,25 @@ async def test_foreign_keys_are_enforced(sessionmaker):
     with pytest.raises(IntegrityError):
         async with sessionmaker.begin() as session:
             await repo.add_favourite(session, user_id=1, image_id=12345)
+
+
+async def test_undelivered_jobs_are_due_by_backoff_and_new_ones_come_first(sessionmaker):
+    from storage.models import Delivery
+
+    first, second, third = [await new_job(sessionmaker, channel_id=7) for _ in range(3)]
+    async with sessionmaker.begin() as session:
+        for job_id in (first, second, third):
+            await repo.fail_job(session, job_id=job_id, error="for the test")
+        await repo.note_delivery_failure(session, job_id=first, error="503", retry_in=3600)
+        await repo.note_delivery_failure(session, job_id=second, error="503", retry_in=0)
+    async with sessionmaker() as session:
+        due = [job.id for job in await repo.list_undelivered_jobs(session)]
+    assert due == [third, second]  # never tried first; `first` waits an hour
+    async with sessionmaker.begin() as session:
+        gone = await repo.note_delivery_failure(session, job_id=second, error="DMs closed", retry_in=None)
+        await repo.mark_delivered(session, job_id=third)
+    assert (gone.delivery, gone.delivery_attempts, gone.delivery_error) == (Delivery.UNDELIVERABLE, 2, "DMs closed")
+    async with sessionmaker() as session:
+        assert await repo.list_undelivered_jobs(session) == []
+        third_job = await repo.get_job(session, job_id=third)
+    assert (third_job.delivery, third_job.delivery_attempts) == (Delivery.DELIVERED, 1)

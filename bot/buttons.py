@@ -3,24 +3,21 @@
 `job:<action>:<job id>[:<index>]` (well under Discord's 100 characters). Nothing else
 is kept in memory: the job comes from the database when the button is pressed, so a
 button on a week-old message still works after a restart.
+
+What a press does is the Imagine cog's business: it registers itself as the bot's
+`job_buttons` handler when it loads. A press while no handler is loaded (the cog is
+being reloaded) gets a private "try again".
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import discord
 
-from cogs.utils.views import report_failure
-
-if TYPE_CHECKING:
-    from cogs.imagine import Imagine
-
-
-log = logging.getLogger(__name__)
+from bot.replies import report_failure, tell_privately
 
 
 class Action(enum.StrEnum):
@@ -46,6 +43,11 @@ class Action(enum.StrEnum):
 ACTIONS = "|".join(sorted((a.value for a in Action), key=len, reverse=True))
 
 
+class JobButtonHandler(Protocol):
+    async def on_job_button(self, interaction: discord.Interaction, action: Action, job_id: int,
+                            index: int | None) -> None: ...
+
+
 class JobButton(discord.ui.DynamicItem[discord.ui.Button],
                 template=rf"job:(?P<action>{ACTIONS}):(?P<job_id>[0-9]+)(?::(?P<index>[0-9]))?$"):
     def __init__(self, action: Action, job_id: int, index: int | None = None, *, label: str | None = None,
@@ -62,13 +64,12 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button],
         return cls(Action(match["action"]), int(match["job_id"]), index)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog: Imagine | None = interaction.client.get_cog("Imagine")  # type: ignore[attr-defined]
-        if cog is None:
-            await interaction.response.send_message("This button no longer works: run /imagine again.",
-                                                    ephemeral=True)
+        handler: JobButtonHandler | None = getattr(interaction.client, "job_buttons", None)
+        if handler is None:
+            await tell_privately(interaction, "❌ The buttons are being reloaded: press it again in a moment.")
             return
         try:
-            await cog.on_job_button(interaction, self.action, self.job_id, self.index)
+            await handler.on_job_button(interaction, self.action, self.job_id, self.index)
         except Exception as error:
             await report_failure(interaction, error, f"button {self.action.value} on job {self.job_id}", self.job_id)
 

@@ -1,0 +1,119 @@
+"""The words and files of the messages about a job, the same wherever a job is shown."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import discord
+from PIL import Image
+
+from bot.buttons import grid_view, single_view
+from generation.imaging import make_grid
+from storage.models import Job, JobKind, QueueMode
+
+HEADLINE_LIMIT = 1800  # leaves room under Discord's 2,000 for one more line (a failure's cause)
+DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's upload limit on a server without boosts
+WEBP_QUALITIES = (95, 85, 70, 50)
+MODE_NAMES = {QueueMode.FAST: "fast", QueueMode.RELAX: "relaxed", QueueMode.TURBO: "turbo"}
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """Text cut to `limit` characters with an ellipsis (Discord limits fields and labels)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def days(count: float) -> str:
+    return f"{count:g} day" if count == 1 else f"{count:g} days"
+
+
+def job_title(job: Job) -> str:
+    """What the job is, after the prompt: Midjourney's wording."""
+    options = job.request.get("options", {})
+    who = f"<@{job.user_id}>"
+    match job.kind:
+        case JobKind.VARIATION:
+            strength = "Strong" if options.get("variability") == "strong" else "Subtle"
+            return f"Variations ({strength}) by {who}"
+        case JobKind.UPSCALE:
+            return f"Upscaled ({options.get('upscale_mode', 'subtle').title()}) by {who}"
+        case JobKind.ZOOM:
+            return f"Zoom Out ({options.get('factor', 2):g}x) by {who}"
+        case JobKind.PAN:
+            return f"Pan {options.get('direction', 'right').title()} by {who}"
+        case JobKind.SQUARE:
+            return f"Make Square by {who}"
+        case JobKind.REGION:
+            return f"Variations (Region) by {who}"
+        case JobKind.BLEND:
+            return f"Blend of {len(options.get('inputs', ()))} pictures by {who}"
+    return who
+
+
+def headline(job: Job, status: str | None = None) -> str:
+    """`**prompt** - @user (42%) (fast)`: the first line of every message about a job.
+
+    A long prompt is shortened with an ellipsis to fit; the whole prompt stays in ✉️ and /history."""
+    status_part = f" ({status})" if status else ""
+    rest = f" - {job_title(job)}{status_part} ({MODE_NAMES[job.mode]})"
+    return f"**{shorten(job.prompt, HEADLINE_LIMIT - len(rest) - 4)}**{rest}"
+
+
+def failure_text(job: Job) -> str:
+    """What a failed or cancelled job's message says."""
+    if job.error is None:
+        return headline(job, job.state.value)
+    return f"{headline(job, job.state.value)}\n❌ {job.error} (job {job.id})"
+
+
+def encode_for_upload(image: Image.Image, name: str, size_limit: int) -> discord.File:
+    """PNG when it fits under `size_limit`, else the best WebP that does, else the picture made
+    smaller until one does (the full PNG always stays in the image store)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    if buffer.tell() <= size_limit:
+        buffer.seek(0)
+        return discord.File(buffer, filename=f"{name}.png")
+    while True:
+        for quality in WEBP_QUALITIES:
+            buffer = io.BytesIO()
+            image.save(buffer, format="WEBP", quality=quality, method=4)
+            if buffer.tell() <= size_limit:
+                buffer.seek(0)
+                return discord.File(buffer, filename=f"{name}.webp")
+        if min(image.size) <= 64:  # nothing this small is over any limit Discord has; send the smallest
+            buffer.seek(0)
+            return discord.File(buffer, filename=f"{name}.webp")
+        image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
+
+
+async def load_images(paths: list[str]) -> list[Image.Image]:
+    """Read stored pictures off the event loop."""
+    def read() -> list[Image.Image]:
+        images = []
+        for path in paths:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        return images
+    return await asyncio.to_thread(read)
+
+
+async def result_message(job: Job, size_limit: int) -> dict[str, Any]:
+    """content, file and buttons of a finished job: the grid with U/V/🔄, or one picture with its
+    own buttons. `job` must have its images loaded."""
+    images = await load_images([image.path for image in job.images])
+    if len(images) == 1:
+        picture, view = images[0], single_view(job.id, 0, square=images[0].width == images[0].height)
+    else:
+        picture, view = await asyncio.to_thread(make_grid, images), grid_view(job.id, len(images))
+    file = await asyncio.to_thread(encode_for_upload, picture, f"job-{job.id}", size_limit)
+    return {"content": headline(job), "file": file, "view": view}
+
+
+async def picture_message(job: Job, index: int, presser_id: int, size_limit: int) -> dict[str, Any]:
+    """U1–U4 (and a favourite brought back): one picture of a grid with the buttons that work on one."""
+    (image,) = await load_images([job.images[index].path])
+    file = await asyncio.to_thread(encode_for_upload, image, f"job-{job.id}-{index + 1}", size_limit)
+    return {"content": f"**{shorten(job.prompt, HEADLINE_LIMIT)}** - Image #{index + 1} <@{presser_id}>",
+            "file": file, "view": single_view(job.id, index, square=image.width == image.height)}
