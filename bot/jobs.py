@@ -221,6 +221,19 @@ class JobRunner:
                 except Exception:
                     log.exception("could not start job %s", queued.job_id)
                     self.scheduler.finish(queued.job_id)
+                    await self._fail_to_start(queued.job_id)
+
+    async def _fail_to_start(self, job_id: int) -> None:
+        """A job that could not be started (the database, the executor) is failed and said to be,
+        so whoever follows it is not left waiting; the queue goes on."""
+        error = "the job could not be started: try again in a moment"
+        self._handles.pop(job_id, None)
+        try:
+            async with self.sessionmaker.begin() as session:
+                await repo.fail_job(session, job_id=job_id, error=error)
+        except Exception:  # the row stays unfinished: the next start-up queues it again
+            log.exception("could not record that job %s failed to start", job_id)
+        self._emit(JobFinished(job_id, JobState.FAILED, error))
 
     async def _start(self, job_id: int) -> None:
         async with self.sessionmaker.begin() as session:

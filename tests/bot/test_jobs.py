@@ -131,6 +131,25 @@ async def test_a_failing_job_is_recorded_and_the_queue_goes_on(runner_factory, s
     assert failed.error == "the GPU ran out of memory: try a smaller --ar or --q .5"  # no exception text
 
 
+async def test_a_job_that_cannot_be_started_is_failed_and_its_follower_told(runner_factory, sessionmaker):
+    runner = await runner_factory()
+    submit = runner.executor.submit
+    calls = []
+
+    def refuse_once(job_id, work):
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise RuntimeError("no thread for you")
+        return submit(job_id, work)
+    runner.executor.submit = refuse_once
+    bad, good = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(seed=1), imagine(seed=2)])
+    told = [event async for event in runner.events(bad)]  # listening since before it was handed out
+    assert told == [JobFinished(bad, JobState.FAILED, "the job could not be started: try again in a moment")]
+    assert await wait_done(sessionmaker, [bad, good]) == [JobState.FAILED, JobState.DONE]
+    async with sessionmaker() as session:
+        assert (await repo.get_job(session, job_id=bad)).error == "the job could not be started: try again in a moment"
+
+
 async def jobs_left_by_a_dead_process(sessionmaker) -> tuple[list[int], int]:
     """Three jobs (users 1, 1, 2), the first running when the process died; and a fourth, running
     too, that had already crashed the process twice."""
