@@ -20,7 +20,6 @@ Where a message goes (docs/discord.md, Delivery):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -45,7 +44,7 @@ from bot.replies import defer_thinking, fit_content, mention_only, placeholder_f
 from generation.executor import JobEvent, JobProgress, JobStarted
 from generation.queue import QueueFull
 from storage import repository as repo
-from storage.models import Delivery, Job, JobState, MessageKind, QueueMode
+from storage.models import Delivery, Job, JobState, MessageKind, QueueMode, User
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -400,6 +399,12 @@ class DeliveryService:
 
     # --- starting jobs -----------------------------------------------------------
 
+    def mode_for(self, user: User, asked: str | None) -> QueueMode:
+        """--fast/--relax/--turbo in the prompt, else the user's default, else the server's."""
+        if asked is not None:
+            return QueueMode(asked)
+        return user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
+
     async def submit(self, interaction: discord.Interaction, mode: QueueMode, new_jobs: list[NewJob]) -> None:
         """Queue the jobs (over a cap, or a mode the server does not allow: a private refusal,
         nothing written), then one progress message per job, followed until its outcome is posted."""
@@ -458,15 +463,18 @@ class DeliveryService:
                                 new_jobs: list[NewJob]) -> None:
         """Jobs asked for without an interaction (a 🔄 reaction): messages go through the channel,
         and a refusal is a short message there that goes away by itself."""
-        channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
+        allowed = self.bot.settings.queue.allowed_modes
+        if mode.value not in allowed:
+            await self.say_in_channel(channel_id, guild_id, user_id, f"{mode.value} mode is not available here: "
+                                      f"use /settings to choose one of {', '.join(allowed)}.")
+            return
         try:
             job_ids = await self.bot.jobs.submit(user_id=user_id, mode=mode, jobs=new_jobs, guild_id=guild_id,
                                                  channel_id=channel_id)
         except QueueFull as error:
-            with contextlib.suppress(discord.HTTPException):
-                await channel.send(fit_content(f"<@{user_id}> ❌ {error}"), delete_after=30,
-                                   allowed_mentions=mention_only(user_id))
+            await self.say_in_channel(channel_id, guild_id, user_id, str(error))
             return
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
         events = {job_id: self.bot.jobs.events(job_id) for job_id in job_ids}
         waiting = set(job_ids)
         self._delivering.update(waiting)
@@ -489,6 +497,16 @@ class DeliveryService:
             self._delivering.difference_update(waiting)
             for job_id in waiting:
                 self._ignore(events[job_id])
+
+    async def say_in_channel(self, channel_id: int, guild_id: int | None, user_id: int, refusal: str) -> None:
+        """A refusal with no interaction to answer privately (a reaction): a short message in the
+        channel, pinging only the member, that goes away by itself."""
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
+        try:
+            await channel.send(fit_content(f"<@{user_id}> ❌ {refusal}"), delete_after=30,
+                               allowed_mentions=mention_only(user_id))
+        except discord.HTTPException as error:
+            log.info("could not tell user %s in channel %s: %s", user_id, channel_id, error)
 
     def waiting_text(self, job_id: int) -> str:
         position = self.bot.jobs.position(job_id)

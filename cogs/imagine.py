@@ -286,10 +286,7 @@ class Imagine(commands.Cog):
             return await repo.ensure_user(session, user_id=user_id)
 
     def mode_for(self, user: User, asked: str | None) -> QueueMode:
-        """--fast/--relax/--turbo in the prompt, else the user's default, else the server's."""
-        if asked is not None:
-            return QueueMode(asked)
-        return user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
+        return self.bot.delivery.mode_for(user, asked)
 
     # --- buttons -----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from bot.replies import CONTENT_LIMIT
 from storage import repository as repo
 from storage.images import read_parameters
 from storage.job_requests import SourceGone, reroll_job
-from storage.models import Job, JobMessage, JobState, QueueMode
+from storage.models import Job, JobMessage, JobState
 
 if TYPE_CHECKING:
     from bot.bot import ImagineBot
@@ -113,16 +113,14 @@ class Reactions(commands.Cog):
         """🔄: the job made again as a new job of the reactor's, in their default mode."""
         try:
             new_job = reroll_job(job)
-        except SourceGone:  # nothing to make it from; a reaction has nowhere private to say so
-            log.info("🔄 on job %s: the picture it was made from is gone", job.id)
+        except SourceGone:
+            await self.bot.delivery.say_in_channel(payload.channel_id, payload.guild_id, payload.user_id,
+                                                   "the picture this grid was made from is gone: run /imagine again.")
             return
         async with self.bot.sessionmaker.begin() as session:
             user = await repo.ensure_user(session, user_id=payload.user_id)
-        mode = user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
-        if mode.value not in self.bot.settings.queue.allowed_modes:
-            mode = QueueMode(self.bot.settings.queue.default_mode)
-        await self.bot.delivery.submit_in_channel(payload.user_id, payload.channel_id, payload.guild_id, mode,
-                                                  [new_job])
+        await self.bot.delivery.submit_in_channel(payload.user_id, payload.channel_id, payload.guild_id,
+                                                  self.bot.delivery.mode_for(user, None), [new_job])
 
     async def favourite(self, user_id: int, job: Job, index: int | None) -> None:
         """❤️ on a U1–U4 post: that picture; on a grid: all of its pictures."""

@@ -77,3 +77,18 @@ async def test_cross_on_a_u_post_belongs_to_whoever_pressed_u_not_to_the_grids_o
     assert picture not in harness.discord.deleted
     harness.react(picture, "❌", OTHER)  # whoever pressed U1: theirs
     await harness.discord.wait_for(lambda: picture in harness.discord.deleted)
+
+
+async def test_reroll_reaction_on_a_grid_whose_source_is_gone_says_so_in_the_channel(harness):
+    job_id, grid_id = await grid_of(harness, "a red star --steps 6")
+    await harness.result(harness.press(grid_id, f"job:v:{job_id}:0", OWNER))
+    variations = harness.message_of_job(2)
+    await job_of_message(harness.bot, variations)
+    async with harness.bot.sessionmaker.begin() as session:  # the source job was deleted since
+        (await repo.get_job(session, job_id=2)).parent_id = None
+    harness.react(variations, "🔄", OTHER)
+    said = await harness.discord.wait_for(lambda: [r for r in harness.discord.accepted(
+        "POST", f"/channels/{CHANNEL_ID}/messages") if "gone" in (r.content or "")])
+    assert said[0].content == f"<@{OTHER}> ❌ the picture this grid was made from is gone: run /imagine again."
+    async with harness.bot.sessionmaker() as session:
+        assert len(await repo.list_history(session, user_id=OTHER)) == 0  # nothing was queued
