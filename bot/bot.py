@@ -25,6 +25,7 @@ from bot.delivery import DeliveryService
 from bot.fetch import FetchLimiter, make_session
 from bot.jobs import JobRunner
 from bot.replies import tell_privately
+from bot.rules import CommunityRules, let_in
 from bot.supervisor import PreviousExit
 from bot.work import engine_work
 from generation.executor import Executor, LocalExecutor
@@ -41,7 +42,7 @@ DAY = 86_400.0
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
 INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.queue", "cogs.reactions", "cogs.settings",
-                                         "cogs.history", "cogs.describe")
+                                         "cogs.history", "cogs.describe", "cogs.admin")
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -61,6 +62,7 @@ class ImagineBot(commands.AutoShardedBot):
     http_session: aiohttp.ClientSession
     fetch_limiter: FetchLimiter
     delivery: DeliveryService
+    rules: CommunityRules
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
                  previous_exit: PreviousExit = PreviousExit.UNKNOWN, started_file: Path | None = None,
@@ -86,8 +88,16 @@ class ImagineBot(commands.AutoShardedBot):
         if self.engine is None:
             self.engine = await asyncio.to_thread(build_engine, self.settings)
         self.executor = LocalExecutor()
-        self.jobs = JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store),
-                              previous_exit=self.previous_exit)
+        self.rules = CommunityRules(self.settings, self.sessionmaker)
+        await self.rules.load()
+        checker = None
+        if self.settings.moderation.safety_checker is not None:  # loaded once, off the loop, beside the engine
+            from generation.safety import SafetyChecker
+            checker = await asyncio.to_thread(SafetyChecker, self.settings.moderation.safety_checker,
+                                              device=str(getattr(self.engine, "device", "cpu")))
+        self.jobs = JobRunner(self.sessionmaker, self.store, self.executor,
+                              engine_work(self.engine, self.store, checker),
+                              caps=self.settings.queue.caps, previous_exit=self.previous_exit)
         await self.jobs.start()
         if self.started_file is not None:
             self.started_file.touch()
@@ -98,6 +108,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)
         self._sweeper = asyncio.create_task(self.sweep_old_pictures(), name="picture-retention")
         self.tree.on_error = self.on_app_command_error
+        self.tree.interaction_check = self.check_command
         for extension in INITIAL_EXTENSIONS:
             try:
                 await self.load_extension(extension)
@@ -144,10 +155,22 @@ class ImagineBot(commands.AutoShardedBot):
     async def on_ready(self) -> None:
         log.info("ready as %s (id %s)", self.user, self.user.id if self.user else "?")
 
+    async def check_command(self, interaction: discord.Interaction) -> bool:
+        """Before every slash command: a banned member, or a channel the bot does not answer in, is
+        refused privately. /admin is exempt, so moderators can always change the rules."""
+        root = getattr(interaction.command, "root_parent", None)
+        if root is not None and root.name == "admin":
+            return True
+        return await let_in(interaction)
+
     async def on_app_command_error(self, interaction: discord.Interaction,
                                    error: app_commands.AppCommandError) -> None:
-        """Anything a command did not expect: logged with its traceback, a short private word to the user."""
-        name = interaction.command.name if interaction.command else "?"
+        """Anything a command did not expect: logged with its traceback, a short private word to the user.
+        A failed check (a missing permission) is only the private word."""
+        name = interaction.command.qualified_name if interaction.command else "?"
+        if isinstance(error, app_commands.CheckFailure):
+            await tell_privately(interaction, f"❌ {error}")
+            return
         log.error("/%s failed for user %s", name, interaction.user.id, exc_info=error)
         await tell_privately(interaction, f"❌ Something went wrong with /{name} on our side; it has been logged. "
                                           "Try again in a moment.")

@@ -18,6 +18,7 @@ from typing import Protocol
 import discord
 
 from bot.replies import report_failure, tell_privately
+from bot.rules import let_in
 
 
 class Action(enum.StrEnum):
@@ -64,6 +65,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button],
         return cls(Action(match["action"]), int(match["job_id"]), index)
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        if not await let_in(interaction):  # a banned member, or a channel the bot no longer answers in
+            return
         handler: JobButtonHandler | None = getattr(interaction.client, "job_buttons", None)
         if handler is None:
             await tell_privately(interaction, "❌ The buttons are being reloaded: press it again in a moment.")

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from limits import parse as parse_rate
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.fetch import MIB, FetchPolicy
+from bot.wordfilter import BannedWords
 from generation.catalog import KNOWN_SAMPLERS, ModelCatalog, ModelVersion, NijiOption, StyleOption
 from generation.prompt import PromptLimits, normalise_sampler_name
+from generation.queue import QueueCaps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
@@ -87,6 +90,24 @@ class _Limits(_Section):
 class _Queue(_Section):
     default_mode: QueueMode = "fast"
     allowed_modes: list[QueueMode] = Field(default_factory=lambda: ["fast", "relax", "turbo"])
+    relax_every: int = Field(4, ge=0, le=100)
+    burst: str = "20/minute"
+    running: dict[QueueMode, int] = Field(default_factory=lambda: {"turbo": 3, "fast": 3, "relax": 1})
+    queued: dict[QueueMode, int] = Field(default_factory=lambda: {"turbo": 10, "fast": 10, "relax": 10})
+    guild_queued: int = Field(100, ge=1, le=100_000)
+
+
+class _Quotas(_Section):
+    fast_minutes_per_day: float = Field(0.0, ge=0)
+    fast_hours_per_month: float = Field(0.0, ge=0)
+    turbo_cost: float = Field(2.0, ge=1.0, le=10.0)
+
+
+class _Moderation(_Section):
+    allow_dms: bool = True
+    banned_words: list[str] = Field(default_factory=list)
+    nsfw_policy: Literal["blur", "withhold"] = "blur"
+    safety_checker: str = ""
 
 
 class _Storage(_Section):
@@ -117,12 +138,34 @@ class _File(_Section):
     storage: _Storage = Field(default_factory=_Storage)
     images: _Images = Field(default_factory=_Images)
     discord: _Discord = Field(default_factory=_Discord)
+    quotas: _Quotas = Field(default_factory=_Quotas)
+    moderation: _Moderation = Field(default_factory=_Moderation)
 
 
 @dataclass(frozen=True)
 class QueueSettings:
     default_mode: QueueMode
-    allowed_modes: tuple[QueueMode, ...]
+    allowed_modes: tuple[QueueMode, ...]  # the modes every member may use; role rules may add more
+    caps: QueueCaps = field(default_factory=QueueCaps)  # per member and per server, and relax's share
+    burst: str = "20/minute"  # requests one member may make (a `limits` rate: a cooldown for bursts)
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """Fast time (Midjourney's fast hours): the engine's seconds a member's fast and turbo jobs
+    may use per day and per month (0: unlimited); once spent, new jobs go to relax."""
+
+    fast_seconds_per_day: int = 0
+    fast_seconds_per_month: int = 0
+    turbo_cost: float = 2.0  # a turbo job's seconds count this many times
+
+
+@dataclass(frozen=True)
+class ModerationSettings:
+    banned_words: tuple[str, ...] = ()  # refused on every server, besides each server's own
+    nsfw_policy: str = "blur"  # servers' default: "blur" or "withhold"
+    safety_checker: Path | None = None  # a StableDiffusionSafetyChecker folder; None: pictures are not checked
+    allow_dms: bool = True  # members may use the bot in DMs (no server's rules apply there but the global ones)
 
 
 @dataclass(frozen=True)
@@ -149,6 +192,8 @@ class Settings:
     storage: StorageSettings
     discord: DiscordSettings
     images: FetchPolicy = field(default_factory=FetchPolicy)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
 
 
 def config_path() -> Path:
@@ -228,8 +273,22 @@ def _settings_from(file: _File, base: Path) -> Settings:
         samplers=tuple(models.samplers),
         describe_model=models.describe if models.describe == "builtin" else str(_resolve(base, models.describe)),
     )
-    if file.queue.default_mode not in file.queue.allowed_modes:
-        raise ValueError(f"queue.default_mode {file.queue.default_mode!r} is not in queue.allowed_modes")
+    queue = file.queue
+    if queue.default_mode not in queue.allowed_modes:
+        raise ValueError(f"queue.default_mode {queue.default_mode!r} is not in queue.allowed_modes")
+    try:
+        parse_rate(queue.burst)
+    except ValueError:
+        raise ValueError(f"queue.burst: {queue.burst!r} is not a rate like \"20/minute\" or "
+                         "\"5 per 10 seconds\"") from None
+    for name in ("running", "queued"):
+        missing = {"turbo", "fast", "relax"} - set(getattr(queue, name))
+        if missing:
+            raise ValueError(f"queue.{name}: give a number for each mode (missing {', '.join(sorted(missing))})")
+    try:
+        banned = BannedWords(file.moderation.banned_words)
+    except ValueError as error:  # an entry that reads as nothing, or too long
+        raise ValueError(f"moderation.banned_words: {error}") from None
     return Settings(
         path=base,
         limits=PromptLimits(
@@ -239,7 +298,10 @@ def _settings_from(file: _File, base: Path) -> Settings:
             max_input_length=file.limits.max_input_length,
         ),
         catalog=catalog,
-        queue=QueueSettings(file.queue.default_mode, tuple(file.queue.allowed_modes)),
+        queue=QueueSettings(queue.default_mode, tuple(queue.allowed_modes),
+                            QueueCaps(running=dict(queue.running), queued=dict(queue.queued),
+                                      guild_queued=queue.guild_queued, relax_every=queue.relax_every),
+                            queue.burst),
         storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir),
                                 file.storage.keep_inputs_days, file.storage.keep_results_days),
         discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds,
@@ -248,4 +310,10 @@ def _settings_from(file: _File, base: Path) -> Settings:
                            max_pixels=round(file.images.max_megapixels * 1e6),
                            max_fetches_per_user=file.images.max_fetches_per_user,
                            allow_private_addresses=file.images.allow_private_addresses),
+        quotas=QuotaSettings(round(file.quotas.fast_minutes_per_day * 60),
+                             round(file.quotas.fast_hours_per_month * 3600), file.quotas.turbo_cost),
+        moderation=ModerationSettings(banned.entries, file.moderation.nsfw_policy,
+                                      _resolve(base, file.moderation.safety_checker)
+                                      if file.moderation.safety_checker else None,
+                                      file.moderation.allow_dms),
     )

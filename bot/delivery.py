@@ -33,6 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from bot.messages import (
     DEFAULT_SIZE_LIMIT,
+    WITHHOLD,
     encode_for_upload,
     failure_text,
     headline,
@@ -40,7 +41,8 @@ from bot.messages import (
     result_message,
     shorten,
 )
-from bot.replies import defer_thinking, fit_content, mention_only, placeholder_filled, refuse
+from bot.replies import defer_thinking, fit_content, mention_only, placeholder_filled, refuse, tell_privately
+from bot.rules import Admission, Asker, Refused
 from generation.executor import JobEvent, JobProgress, JobStarted
 from generation.queue import QueueFull
 from storage import repository as repo
@@ -399,30 +401,35 @@ class DeliveryService:
 
     # --- starting jobs -----------------------------------------------------------
 
-    def mode_for(self, user: User, asked: str | None) -> QueueMode:
-        """--fast/--relax/--turbo in the prompt, else the user's default, else the server's."""
-        if asked is not None:
-            return QueueMode(asked)
-        return user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
+    def mode_for(self, asker: Asker, user: User, asked: str | None) -> QueueMode:
+        """--fast/--relax/--turbo in the prompt, else the member's /settings, else the server's default."""
+        return QueueMode(asked) if asked is not None else self.bot.rules.default_mode(asker, user)
 
-    async def submit(self, interaction: discord.Interaction, mode: QueueMode, new_jobs: list[NewJob]) -> None:
-        """Queue the jobs (over a cap, or a mode the server does not allow: a private refusal,
-        nothing written), then one progress message per job, followed until its outcome is posted."""
-        allowed = self.bot.settings.queue.allowed_modes
-        if mode.value not in allowed:
-            await refuse(interaction, f"❌ {mode.value} mode is not available here: use one of "
-                                      f"{', '.join('--' + m for m in allowed)}.")
-            return
+    async def admit(self, asker: Asker, user: User, asked: str | None, new_jobs: list[NewJob]) -> Admission:
+        """The server's rules (bot/rules.py) and the queue's caps for these jobs: `Refused` or
+        `QueueFull` say why not; nothing is written before this passes."""
+        admission = await self.bot.rules.admit(asker, self.mode_for(asker, user, asked), new_jobs)
+        self.bot.jobs.scheduler.check_caps([(asker.user_id, admission.mode.value)] * len(new_jobs),
+                                           guild_id=asker.guild_id, queued=admission.queued_caps)
+        return admission
+
+    async def submit(self, interaction: discord.Interaction, new_jobs: list[NewJob], *, user: User,
+                     asked: str | None = None) -> None:
+        """Queue the jobs in the mode asked (`asked`, else the member's or the server's default) if
+        the server's rules and the caps let them (else a private refusal, nothing written), then one
+        progress message per job, followed until its outcome is posted."""
+        asker = Asker.of(interaction)
         try:
-            self.bot.jobs.scheduler.check_caps([(interaction.user.id, mode.value)] * len(new_jobs))
-        except QueueFull as error:
+            admission = await self.admit(asker, user, asked, new_jobs)
+        except (Refused, QueueFull) as error:
             await refuse(interaction, f"❌ {error}")
             return
         if not interaction.response.is_done():
             await defer_thinking(interaction)
         try:
-            job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=mode, jobs=new_jobs,
-                                                 guild_id=interaction.guild_id, channel_id=interaction.channel_id)
+            job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=admission.mode, jobs=new_jobs,
+                                                 guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                                                 queued_caps=admission.queued_caps)
         except QueueFull as error:  # another request of this user got in first
             await refuse(interaction, f"❌ {error}")
             return
@@ -446,6 +453,8 @@ class DeliveryService:
             self._delivering.difference_update(waiting)
             for job_id in waiting:
                 self._ignore(events[job_id])
+        if admission.notice is not None:  # privately, whatever became of the "thinking…" placeholder
+            await tell_privately(interaction, admission.notice)
 
     async def _post_progress(self, post: JobPost, job: Job, interaction: discord.Interaction, *, first: bool) -> None:
         waiting = headline(job, self.waiting_text(job.id))
@@ -459,21 +468,20 @@ class DeliveryService:
             await self._record(job.id, post.message_id, post.channel_id, MessageKind.PROGRESS, "interaction",
                                job.user_id)
 
-    async def submit_in_channel(self, user_id: int, channel_id: int, guild_id: int | None, mode: QueueMode,
-                                new_jobs: list[NewJob]) -> None:
+    async def submit_in_channel(self, asker: Asker, user: User, new_jobs: list[NewJob]) -> None:
         """Jobs asked for without an interaction (a 🔄 reaction): messages go through the channel,
-        and a refusal is a short message there that goes away by itself."""
-        allowed = self.bot.settings.queue.allowed_modes
-        if mode.value not in allowed:
-            await self.say_in_channel(channel_id, guild_id, user_id, f"{mode.value} mode is not available here: "
-                                      f"use /settings to choose one of {', '.join(allowed)}.")
-            return
+        and a refusal (or a notice) is a short message there that goes away by itself."""
+        user_id, channel_id, guild_id = asker.user_id, asker.channel_id or 0, asker.guild_id
         try:
-            job_ids = await self.bot.jobs.submit(user_id=user_id, mode=mode, jobs=new_jobs, guild_id=guild_id,
-                                                 channel_id=channel_id)
-        except QueueFull as error:
+            admission = await self.admit(asker, user, None, new_jobs)
+            job_ids = await self.bot.jobs.submit(user_id=user_id, mode=admission.mode, jobs=new_jobs,
+                                                 guild_id=guild_id, channel_id=channel_id,
+                                                 queued_caps=admission.queued_caps)
+        except (Refused, QueueFull) as error:
             await self.say_in_channel(channel_id, guild_id, user_id, str(error))
             return
+        if admission.notice is not None:
+            await self.say_in_channel(channel_id, guild_id, user_id, admission.notice, refusal=False)
         channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
         events = {job_id: self.bot.jobs.events(job_id) for job_id in job_ids}
         waiting = set(job_ids)
@@ -498,12 +506,13 @@ class DeliveryService:
             for job_id in waiting:
                 self._ignore(events[job_id])
 
-    async def say_in_channel(self, channel_id: int, guild_id: int | None, user_id: int, refusal: str) -> None:
-        """A refusal with no interaction to answer privately (a reaction): a short message in the
-        channel, pinging only the member, that goes away by itself."""
+    async def say_in_channel(self, channel_id: int, guild_id: int | None, user_id: int, text: str, *,
+                             refusal: bool = True) -> None:
+        """A refusal (or a notice) with no interaction to answer privately (a reaction): a short
+        message in the channel, pinging only the member, that goes away by itself."""
         channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
         try:
-            await channel.send(fit_content(f"<@{user_id}> ❌ {refusal}"), delete_after=30,
+            await channel.send(fit_content(f"<@{user_id}> {'❌ ' if refusal else ''}{text}"), delete_after=30,
                                allowed_mentions=mention_only(user_id))
         except discord.HTTPException as error:
             log.info("could not tell user %s in channel %s: %s", user_id, channel_id, error)
@@ -527,7 +536,8 @@ class DeliveryService:
                 elif (isinstance(event, JobProgress) and not post.gone and post.due()
                       and event.progress.step < event.progress.total):
                     fields: dict[str, Any] = {"content": headline(job, f"{event.progress.percent}%")}
-                    if event.progress.preview is not None:
+                    hidden = event.progress.flagged and self.nsfw_policy_in(post.channel_id, post.guild_id)
+                    if event.progress.preview is not None and not hidden:
                         limit = post.interaction.filesize_limit if post.token_valid else post.channel_size_limit()
                         fields["attachments"] = [await asyncio.to_thread(
                             encode_for_upload, event.progress.preview, "preview", limit)]
@@ -586,11 +596,24 @@ class DeliveryService:
         async with self.bot.sessionmaker.begin() as session:
             await repo.mark_delivered(session, job_id=job.id)
 
-    @staticmethod
-    async def _result(job: Job, size_limit: int) -> dict[str, Any]:
+    def nsfw_shown_as(self, job: Job, channel_id: int | None, guild_id: int | None) -> str | None:
+        """What a job's flagged pictures become where it is posted: None (shown as made: nothing
+        flagged, an age-restricted channel or its thread, a DM), else the server's policy."""
+        return self.nsfw_policy_in(channel_id, guild_id) if job.flagged else None
+
+    def nsfw_policy_in(self, channel_id: int | None, guild_id: int | None) -> str | None:
+        """The server's policy for flagged pictures in a channel; None where they are shown as made."""
+        if guild_id is None:
+            return None
+        channel = self.bot.get_channel(channel_id) if channel_id else None
+        if channel is not None and getattr(channel, "is_nsfw", lambda: False)():
+            return None
+        return self.bot.rules.nsfw_policy(guild_id)
+
+    async def _result(self, job: Job, size_limit: int) -> dict[str, Any]:
         """The result's message; Undeliverable when its pictures are gone from the store."""
         try:
-            return await result_message(job, size_limit)
+            return await result_message(job, size_limit, self.nsfw_shown_as(job, job.channel_id, job.guild_id))
         except OSError as error:
             raise Undeliverable(f"the pictures of job {job.id} are gone from the image store ({error})") from None
 
@@ -612,8 +635,14 @@ class DeliveryService:
     # --- pictures posted again ---------------------------------------------------
 
     async def post_picture(self, interaction: discord.Interaction, job: Job, index: int) -> None:
-        """U1–U4 (and a favourite brought back): one picture with the buttons that work on one."""
-        fields = await picture_message(job, index, interaction.user.id, interaction.filesize_limit)
+        """U1–U4 (and a favourite brought back): one picture with the buttons that work on one; a
+        flagged picture the server withholds here is refused privately."""
+        nsfw = self.nsfw_shown_as(job, interaction.channel_id, interaction.guild_id)
+        if nsfw == WITHHOLD and job.images[index].flagged:
+            await refuse(interaction, "❌ The safety checker flagged that picture, and this server shows such pictures "
+                                      "only in age-restricted channels.")
+            return
+        fields = await picture_message(job, index, interaction.user.id, interaction.filesize_limit, nsfw)
         message = await interaction.followup.send(wait=True, allowed_mentions=mention_only(interaction.user.id),
                                                   **fields)
         placeholder_filled(interaction)  # the first followup took the "thinking…" placeholder's place
@@ -622,7 +651,8 @@ class DeliveryService:
 
     async def show_again(self, interaction: discord.Interaction, job: Job) -> None:
         """/history's bring-back: the finished job posted again with its buttons."""
-        fields = await result_message(job, interaction.filesize_limit)
+        fields = await result_message(job, interaction.filesize_limit,
+                                      self.nsfw_shown_as(job, interaction.channel_id, interaction.guild_id))
         message = await interaction.followup.send(wait=True, allowed_mentions=mention_only(job.user_id), **fields)
         placeholder_filled(interaction)
         await self._record(job.id, message.id, message.channel.id, MessageKind.SHOWN, "interaction",

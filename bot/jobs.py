@@ -138,27 +138,30 @@ class JobRunner:
                             log.warning("job %s given up after %s crashes", job.id, crashes)
                             continue
                     # behind the others, blamed or not: the next kill must not find it running first again
-                    interrupted.append((job.id, job.user_id, job.mode.value))
+                    interrupted.append(job)
                     continue
-                requeue.append((job.id, job.user_id, job.mode.value))
+                requeue.append(job)
         requeue += interrupted
-        self.recovered = [job_id for job_id, _, _ in requeue]
-        self.scheduler.add_many(requeue, enforce_caps=False)
+        self.recovered = [job.id for job in requeue]
+        for job in requeue:  # accepted before the stop: they stay accepted, whatever the caps say now
+            self.scheduler.add(job.id, job.user_id, job.mode.value, guild_id=job.guild_id, enforce_caps=False)
         if requeue:
             log.info("requeued %d unfinished jobs (the last stop: %s)", len(requeue), self.previous_exit.value)
 
     # --- submitting and following ------------------------------------------------
 
     async def submit(self, *, user_id: int, mode: QueueMode, jobs: list[NewJob], guild_id: int | None = None,
-                     channel_id: int | None = None) -> list[int]:
-        """Write the jobs (queued) and queue them; over a cap, `QueueFull` and nothing is written."""
-        self.scheduler.check_caps([(user_id, mode.value)] * len(jobs))
+                     channel_id: int | None = None, queued_caps: dict[str, int] | None = None) -> list[int]:
+        """Write the jobs (queued) and queue them; over a cap (the member's, `queued_caps` when a role
+        allows more, or the server's), `QueueFull` and nothing is written."""
+        self.scheduler.check_caps([(user_id, mode.value)] * len(jobs), guild_id=guild_id, queued=queued_caps)
         async with self.sessionmaker.begin() as session:
             rows = [await repo.enqueue_job(session, kind=job.kind, user_id=user_id, request=job.request, mode=mode,
                                            prompt=job.prompt, seed=job.seed, parent_id=job.parent_id,
                                            guild_id=guild_id, channel_id=channel_id) for job in jobs]
             job_ids = [row.id for row in rows]
-        self.scheduler.add_many([(job_id, user_id, mode.value) for job_id in job_ids], enforce_caps=False)
+        self.scheduler.add_many([(job_id, user_id, mode.value) for job_id in job_ids], guild_id=guild_id,
+                                enforce_caps=False)
         self._wake.set()
         return job_ids
 
@@ -253,12 +256,13 @@ class JobRunner:
         state, error = JobState.DONE, None
         try:
             result = await handle.result()
-            await self._record(job_id, result)
-            self._durations.append(asyncio.get_running_loop().time() - started)
+            elapsed = asyncio.get_running_loop().time() - started
+            await self._record(job_id, result, result.timings.get("total", elapsed))
+            self._durations.append(elapsed)
         except JobCancelled:
             state = JobState.CANCELLED
             async with self.sessionmaker.begin() as session:
-                await repo.cancel_job(session, job_id=job_id)
+                await repo.cancel_job(session, job_id=job_id, gpu_seconds=asyncio.get_running_loop().time() - started)
         except Exception as exc:
             log.exception("job %s failed", job_id)
             state, error = JobState.FAILED, cause_for_user(exc)
@@ -270,20 +274,23 @@ class JobRunner:
             self._wake.set()
         self._emit(JobFinished(job_id, state, error))
 
-    async def _record(self, job_id: int, result: GenerationResult) -> None:
-        """Write the files, then the rows; a job that already has images keeps them."""
+    async def _record(self, job_id: int, result: GenerationResult, gpu_seconds: float) -> None:
+        """Write the files, then the rows (with the engine's seconds: what fast time counts); a job
+        that already has images keeps them."""
         async with self.sessionmaker() as session:
             job = await repo.get_job(session, job_id=job_id)
             if job is not None and job.images:
                 log.info("job %s already has images; result dropped", job_id)
                 return
         infotexts = result.infotexts or ("",) * len(result.images)
+        flagged = result.flagged or (False,) * len(result.images)
         stored = []
-        for index, (image, seed, text) in enumerate(zip(result.images, result.seeds, infotexts, strict=True)):
+        for index, (image, seed, text, flag) in enumerate(zip(result.images, result.seeds, infotexts, flagged,
+                                                               strict=True)):
             file = await asyncio.to_thread(self.store.save, job_id, index, image, text)
-            stored.append(repo.NewImage(index, str(file.path), file.width, file.height, seed, file.sha256))
+            stored.append(repo.NewImage(index, str(file.path), file.width, file.height, seed, file.sha256, flag))
         async with self.sessionmaker.begin() as session:
-            await repo.record_images(session, job_id=job_id, images=stored)
+            await repo.record_images(session, job_id=job_id, images=stored, gpu_seconds=gpu_seconds)
 
     def _emit(self, event: JobEvent) -> None:
         for listener in self._listeners.get(event.job_id, ()):

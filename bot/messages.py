@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 import discord
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from bot.buttons import grid_view, single_view
 from generation.imaging import make_grid
@@ -99,21 +99,71 @@ async def load_images(paths: list[str]) -> list[Image.Image]:
     return await asyncio.to_thread(read)
 
 
-async def result_message(job: Job, size_limit: int) -> dict[str, Any]:
+BLUR, WITHHOLD = "blur", "withhold"  # what a flagged picture becomes outside age-restricted channels (NsfwPolicy)
+WITHHELD_GREY = (128, 128, 128)
+
+
+def veil(image: Image.Image, policy: str) -> Image.Image:
+    """A flagged picture as a server that keeps NSFW out shows it: blurred past recognition,
+    or a plain grey tile in its place."""
+    if policy == WITHHOLD:
+        return Image.new("RGB", image.size, WITHHELD_GREY)
+    return image.filter(ImageFilter.GaussianBlur(radius=max(image.size) / 6))
+
+
+def veil_notice(count: int, total: int, policy: str) -> str:
+    which = "it was" if total == 1 else f"{count} of the {total} pictures were"
+    done = "blurred" if policy == BLUR else "withheld"
+    return (f"\n⚠️ The safety checker flagged {'this picture' if total == 1 else 'some pictures'} as possibly NSFW: "
+            f"{which} {done} here (an age-restricted channel shows them as made).")
+
+
+async def result_message(job: Job, size_limit: int, nsfw: str | None = None) -> dict[str, Any]:
     """content, file and buttons of a finished job: the grid with U/V/🔄, or one picture with its
-    own buttons. `job` must have its images loaded."""
+    own buttons. `job` must have its images loaded. `nsfw`: the policy for its flagged pictures
+    where it is posted (None: shown as made)."""
     images = await load_images([image.path for image in job.images])
+    flagged = [image.flagged for image in job.images] if nsfw else [False] * len(images)
+    if any(flagged):  # a blur of big pictures takes a while: off the event loop
+        images = await asyncio.to_thread(
+            lambda: [veil(image, nsfw) if flag else image for image, flag in zip(images, flagged, strict=True)])
     if len(images) == 1:
         picture, view = images[0], single_view(job.id, 0, square=images[0].width == images[0].height)
     else:
         picture, view = await asyncio.to_thread(make_grid, images), grid_view(job.id, len(images))
     file = await asyncio.to_thread(encode_for_upload, picture, f"job-{job.id}", size_limit)
-    return {"content": headline(job), "file": file, "view": view}
+    content = headline(job)
+    if any(flagged):
+        file.spoiler = nsfw == BLUR
+        content += veil_notice(sum(flagged), len(images), nsfw)
+    return {"content": content, "file": file, "view": view}
 
 
-async def picture_message(job: Job, index: int, presser_id: int, size_limit: int) -> dict[str, Any]:
-    """U1–U4 (and a favourite brought back): one picture of a grid with the buttons that work on one."""
+async def picture_message(job: Job, index: int, presser_id: int, size_limit: int,
+                          nsfw: str | None = None) -> dict[str, Any]:
+    """U1–U4 (and a favourite brought back): one picture of a grid with the buttons that work on one;
+    a flagged one blurred, as a spoiler, where `nsfw` is BLUR (WITHHOLD is refused before)."""
     (image,) = await load_images([job.images[index].path])
+    flagged = nsfw is not None and job.images[index].flagged
+    if flagged:
+        image = await asyncio.to_thread(veil, image, nsfw)
     file = await asyncio.to_thread(encode_for_upload, image, f"job-{job.id}-{index + 1}", size_limit)
-    return {"content": f"**{shorten(job.prompt, HEADLINE_LIMIT)}** - Image #{index + 1} <@{presser_id}>",
-            "file": file, "view": single_view(job.id, index, square=image.width == image.height)}
+    content = f"**{shorten(job.prompt, HEADLINE_LIMIT)}** - Image #{index + 1} <@{presser_id}>"
+    if flagged:
+        file.spoiler = True
+        content += veil_notice(1, 1, nsfw)
+    return {"content": content, "file": file, "view": single_view(job.id, index, square=image.width == image.height)}
+
+FIELD_LIMIT = 1024  # Discord refuses a longer embed field value
+
+
+def field_lines(lines: list[str]) -> str:
+    """As many lines as fit in one embed field, then how many more there are."""
+    shown: list[str] = []
+    for number, line in enumerate(lines):
+        more = f"… and {len(lines) - number} more"
+        room_for_more = len(more) + 1 if number < len(lines) - 1 else 0
+        if len("\n".join([*shown, line])) + room_for_more > FIELD_LIMIT:
+            return "\n".join([*shown, more])
+        shown.append(line)
+    return "\n".join(shown) or "nothing"

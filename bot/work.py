@@ -7,6 +7,7 @@ loading the model, denoising) happens in the executor's thread, never on the eve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -17,9 +18,12 @@ from generation.engine import Blend, Engine, EngineJob, Imagine, Outpaint, Repai
 from generation.executor import CancelToken, Progress, Work
 from generation.prompt import GenerationRequest
 from generation.results import GenerationResult
+from generation.safety import SafetyChecker
 from storage.images import ImageStore
 from storage.job_requests import FROM_A_PICTURE, job_options, request_without_options
 from storage.models import Job, JobKind
+
+log = logging.getLogger(__name__)
 
 PictureReader = Callable[[int, int], Image.Image]  # (parent job id, index) -> a stored picture
 InputReader = Callable[[str], Image.Image]  # a kept input's name -> the picture
@@ -59,8 +63,28 @@ def engine_job_for(job: Job, open_source: PictureReader, open_input: InputReader
     raise UnsupportedJob(f"{job.kind.value} jobs are not available on this bot")
 
 
-def engine_work(engine: Engine, store: ImageStore) -> WorkFactory:
-    """The JobRunner's WorkFactory on the real engine."""
+def checked_previews(report: Callable[[Progress], None], checker: SafetyChecker) -> Callable[[Progress], None]:
+    """Progress reports whose previews the checker has seen (a flagged one is not shown where
+    NSFW may not be: the final pictures are not the only ones a channel sees)."""
+    def checked(progress: Progress) -> None:
+        if progress.preview is not None:
+            progress = replace(progress, flagged=flags_or_all(checker, [progress.preview])[0])
+        report(progress)
+    return checked
+
+
+def flags_or_all(checker: SafetyChecker, images: list[Image.Image]) -> list[bool]:
+    """The checker's verdict; a checker that fails flags everything (logged): it fails closed."""
+    try:
+        return checker.flags(images)
+    except Exception:
+        log.exception("the safety checker failed; the pictures count as flagged")
+        return [True] * len(images)
+
+
+def engine_work(engine: Engine, store: ImageStore, checker: SafetyChecker | None = None) -> WorkFactory:
+    """The JobRunner's WorkFactory on the real engine; with a safety checker, the finished
+    pictures are checked in the same thread (their flags go with the result)."""
 
     def open_source(parent_id: int, index: int) -> Image.Image:
         path = store.path_for(parent_id, index)
@@ -76,7 +100,12 @@ def engine_work(engine: Engine, store: ImageStore) -> WorkFactory:
 
     def make_work(job: Job) -> Work[GenerationResult]:
         def work(report: Callable[[Progress], None], token: CancelToken) -> GenerationResult:
-            return engine.run(engine_job_for(job, open_source, open_input), report, token)
+            if checker is not None:
+                report = checked_previews(report, checker)
+            result = engine.run(engine_job_for(job, open_source, open_input), report, token)
+            if checker is not None:
+                result = replace(result, flagged=tuple(flags_or_all(checker, list(result.images))))
+            return result
         return work
 
     return make_work

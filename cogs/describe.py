@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.fetch import FetchError, fetch_image, readable_size
 from bot.messages import shorten
 from bot.replies import fit_content, report_failure
+from bot.rules import Asker, Refused, let_in
 from generation.describe import Describer, load_describer
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+HIDDEN = "— hidden: it names a word this server does not allow —"  # a suggestion the banned words refuse
 
 
 def describe_message(user_id: int, suggestions: list[str]) -> str:
@@ -36,7 +38,7 @@ def describe_message(user_id: int, suggestions: list[str]) -> str:
 def suggestion_in(content: str, number: int) -> str | None:
     """The prompt after the number's keycap in a /describe message."""
     match = re.search(rf"^{re.escape(NUMBERS[number - 1])} (.+)$", content, flags=re.MULTILINE)
-    return match[1].strip() if match else None
+    return match[1].strip() if match and match[1].strip() != HIDDEN else None
 
 
 class DescribeButton(discord.ui.DynamicItem[discord.ui.Button], template=r"describe:(?P<number>[1-4])$"):
@@ -51,6 +53,8 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button], template=r"descr
         return cls(int(match["number"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        if not await let_in(interaction):
+            return
         prompt = suggestion_in(interaction.message.content if interaction.message else "", self.number)
         imagine = interaction.client.get_cog("Imagine")  # type: ignore[attr-defined]
         if prompt is None or imagine is None:
@@ -86,6 +90,11 @@ class Describe(commands.Cog):
     async def describe(self, interaction: discord.Interaction, image: discord.Attachment | None = None,
                        link: str | None = None) -> None:
         policy = self.bot.settings.images
+        try:
+            self.bot.rules.check_burst(Asker.of(interaction))
+        except Refused as refusal:
+            await interaction.response.send_message(f"❌ {refusal}", ephemeral=True)
+            return
         if (image is None) == (link is None):
             await interaction.response.send_message("❌ Give one picture: attach it, or paste its link.",
                                                     ephemeral=True)
@@ -104,9 +113,12 @@ class Describe(commands.Cog):
             return
         describer = await self.describer()
         suggestions = await asyncio.to_thread(describer.suggestions, fetched.image)
+        allowed = self.bot.rules.allowed_words(Asker.of(interaction), suggestions)
+        suggestions = [text if ok else HIDDEN for text, ok in zip(suggestions, allowed, strict=True)]
         view = discord.ui.View(timeout=None)
-        for number in range(1, len(suggestions) + 1):
-            view.add_item(DescribeButton(number))
+        for number, text in enumerate(suggestions, start=1):
+            if text != HIDDEN:
+                view.add_item(DescribeButton(number))
         await interaction.edit_original_response(content=describe_message(interaction.user.id, suggestions),
                                                  view=view, allowed_mentions=discord.AllowedMentions.none())
 

@@ -21,6 +21,7 @@ from bot.buttons import Action
 from bot.fetch import FetchError, fetch_image, readable_size
 from bot.messages import days
 from bot.replies import defer_thinking, fit_content, refuse
+from bot.rules import Asker, Refused
 from cogs.utils.views import ReportingModal
 from generation.catalog import list_loras
 from generation.prompt import MAX_IMAGE_PROMPTS, GenerationRequest, Params, PromptError, apply_suffix, parse_prompt
@@ -40,7 +41,7 @@ from storage.job_requests import (
     variation_job,
     zoom_job,
 )
-from storage.models import Job, JobKind, JobState, QueueMode, User, Variability
+from storage.models import Job, JobKind, JobState, User, Variability
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -138,8 +139,7 @@ class ZoomForm(ReportingModal, title="Custom Zoom"):
         if parent is None:
             return
         user = await self.cog.user(interaction.user.id)
-        await self.cog.bot.delivery.submit(interaction, self.cog.mode_for(user, None),
-                                           [zoom_job(parent, self.index, factor)])
+        await self.cog.bot.delivery.submit(interaction, [zoom_job(parent, self.index, factor)], user=user)
 
 
 class Imagine(commands.Cog):
@@ -176,14 +176,16 @@ class Imagine(commands.Cog):
         attached = (image.url,) if image is not None else ()
         try:
             requests = self.read_prompt(prompt, attached)
-        except PromptError as error:
+            self.screen(interaction, [shown for _, shown in requests], requests[0][0].params.mode)
+        except (PromptError, Refused) as error:
             await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return
         await defer_thinking(interaction)
         user = await self.user(interaction.user.id)
-        if user.default_suffix:
+        personal = self.personal(interaction, prompt, user)
+        if personal != prompt:
             try:
-                requests = self.read_prompt(apply_suffix(prompt, user.default_suffix), attached)
+                requests = self.read_prompt(personal, attached)
             except PromptError as error:
                 await refuse(interaction, f"❌ {error} (with your /settings)")
                 return
@@ -195,10 +197,9 @@ class Imagine(commands.Cog):
             except FetchError as error:
                 await refuse(interaction, f"❌ {error}")
                 return
-        mode = self.mode_for(user, requests[0][0].params.mode)
         new_jobs = [imagine_job(request.to_dict(), shown, request.params.seed, inputs)
                     for request, shown in requests]
-        await self.bot.delivery.submit(interaction, mode, new_jobs)
+        await self.bot.delivery.submit(interaction, new_jobs, user=user, asked=requests[0][0].params.mode)
 
     @app_commands.command(name="blend", description="Blend 2 to 5 pictures into four new ones")
     @app_commands.describe(image1="A picture", image2="Another picture", image3="(optional)", image4="(optional)",
@@ -212,15 +213,18 @@ class Imagine(commands.Cog):
                     prompt: str | None = None) -> None:
         pictures = [a for a in (image1, image2, image3, image4, image5) if a is not None]
         aspect = BLEND_DIMENSIONS.get(dimensions, "1:1")
+        version = self.bot.rules.default_version(Asker.of(interaction))  # the server's, when it chose one
         try:
             if prompt and prompt.strip():
-                (request, shown), *more = self.read_prompt(f"{prompt} --ar {aspect}")
+                words = f"{prompt} --ar {aspect}"
+                (request, shown), *more = self.read_prompt(apply_suffix(words, f"--v {version}") if version else words)
                 if more or request.image_urls:
                     raise PromptError("a blend takes words that steer it: no {permutations}, --repeat or image "
                                       "links (attach the pictures instead)")
             else:
-                request, shown = GenerationRequest((), Params(aspect=aspect)), ""
-        except PromptError as error:
+                request, shown = GenerationRequest((), Params(aspect=aspect, version=version)), ""
+            self.screen(interaction, [shown], request.params.mode)
+        except (PromptError, Refused) as error:
             await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return
         await defer_thinking(interaction)
@@ -231,8 +235,8 @@ class Imagine(commands.Cog):
             await refuse(interaction, f"❌ {error}")
             return
         shown = shown or f"blend of {len(inputs)} pictures --ar {aspect}"
-        await self.bot.delivery.submit(interaction, self.mode_for(user, request.params.mode),
-                              [blend_job(request.to_dict(), shown, inputs)])
+        await self.bot.delivery.submit(interaction, [blend_job(request.to_dict(), shown, inputs)], user=user,
+                                       asked=request.params.mode)
 
     async def keep_pictures(self, user_id: int, urls: tuple[str, ...] | list[str],
                             attachments: list[discord.Attachment]) -> list[str]:
@@ -285,8 +289,25 @@ class Imagine(commands.Cog):
         async with self.bot.sessionmaker.begin() as session:
             return await repo.ensure_user(session, user_id=user_id)
 
-    def mode_for(self, user: User, asked: str | None) -> QueueMode:
-        return self.bot.delivery.mode_for(user, asked)
+    def screen(self, interaction: discord.Interaction, prompts: list[str], asked: str | None = None) -> None:
+        """The server's rules that need no database (bans, channels, banned words, the mode the
+        prompt asks for, the burst allowance), checked before the deferral and before any picture
+        is fetched, so that a refusal is private at once and costs nothing; `Refused` says why. The
+        delivery service checks them again with the rest when the jobs are submitted (the request
+        counts once against the burst allowance)."""
+        asker = Asker.of(interaction)
+        self.bot.rules.check_access(asker)
+        self.bot.rules.check_words(asker, prompts)
+        if asked is not None:
+            self.bot.rules.check_mode(asker, asked)
+        self.bot.rules.check_burst(asker)
+
+    def personal(self, interaction: discord.Interaction, prompt: str, user: User) -> str:
+        """The prompt with the member's /settings, then the server's default version (/admin), added
+        where the prompt does not set them itself."""
+        prompt = apply_suffix(prompt, user.default_suffix) if user.default_suffix else prompt
+        version = self.bot.rules.default_version(Asker.of(interaction))
+        return apply_suffix(prompt, f"--v {version}") if version else prompt
 
     # --- buttons -----------------------------------------------------------------
 
@@ -296,6 +317,11 @@ class Imagine(commands.Cog):
         the buttons that may open a form: a form must be the first answer, so they first read
         the rows it needs (by primary key, which takes no write lock)."""
         index = index or 0
+        try:  # every press counts against the member's burst allowance (a U posts a whole picture)
+            self.bot.rules.check_burst(Asker.of(interaction))
+        except Refused as refusal:
+            await refuse(interaction, f"❌ {refusal}")
+            return
         if action == Action.ZOOM_CUSTOM:
             await interaction.response.send_modal(ZoomForm(self, job_id, index))
             return
@@ -332,7 +358,7 @@ class Imagine(commands.Cog):
         user = await self.user(interaction.user.id)
         if action == Action.VARY:  # V1–V4 follow the presser's /settings, made now
             new_job = self.job_for_button(user.variability, action, parent, index)
-        await self.bot.delivery.submit(interaction, self.mode_for(user, None), [new_job])
+        await self.bot.delivery.submit(interaction, [new_job], user=user)
 
     @staticmethod
     async def acknowledge(interaction: discord.Interaction, action: Action) -> None:
@@ -395,8 +421,8 @@ class Imagine(commands.Cog):
         read = await self.read_form_prompt(interaction, prompt, "Vary (Region)", new_job.request.get("image_urls", ()))
         if read is not None:
             user, request, shown = read
-            await self.bot.delivery.submit(interaction, self.mode_for(user, request.params.mode),
-                                           [remix(new_job, request.to_dict(), shown)])
+            await self.bot.delivery.submit(interaction, [remix(new_job, request.to_dict(), shown)], user=user,
+                                           asked=request.params.mode)
 
     async def start_remixed(self, interaction: discord.Interaction, new_job: NewJob, prompt: str) -> None:
         """Remix mode: the job the button asked for, with the prompt as the user edited it (a blend's
@@ -404,27 +430,28 @@ class Imagine(commands.Cog):
         if not prompt.strip() and new_job.kind == JobKind.BLEND:
             await defer_thinking(interaction)
             user = await self.user(interaction.user.id)
-            await self.bot.delivery.submit(interaction, self.mode_for(user, None), [new_job])
+            await self.bot.delivery.submit(interaction, [new_job], user=user)
             return
         read = await self.read_form_prompt(interaction, prompt, "A remix", new_job.request.get("image_urls", ()))
         if read is not None:
             user, request, shown = read
-            await self.bot.delivery.submit(interaction, self.mode_for(user, request.params.mode),
-                                           [remix(new_job, request.to_dict(), shown)])
+            await self.bot.delivery.submit(interaction, [remix(new_job, request.to_dict(), shown)], user=user,
+                                           asked=request.params.mode)
 
     async def read_form_prompt(self, interaction: discord.Interaction, prompt: str, what: str,
                                kept_links: Sequence[str] = ()) -> tuple[User, GenerationRequest, str] | None:
         """A form's prompt, read alone before any wait (a mistake is answered at once, privately),
         then again with the user's /settings after the deferral; None once the user was told why not."""
         try:
-            self.one_prompt(prompt, what, kept_links)
-        except PromptError as error:
+            request, shown = self.one_prompt(prompt, what, kept_links)
+            self.screen(interaction, [shown], request.params.mode)
+        except (PromptError, Refused) as error:
             await interaction.response.send_message(fit_content(f"❌ {error}"), ephemeral=True)
             return None
         await defer_thinking(interaction)
         user = await self.user(interaction.user.id)
         try:
-            request, shown = self.one_prompt(apply_suffix(prompt, user.default_suffix), what, kept_links)
+            request, shown = self.one_prompt(self.personal(interaction, prompt, user), what, kept_links)
         except PromptError as error:
             await refuse(interaction, f"❌ {error} (with your /settings)")
             return None

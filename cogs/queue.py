@@ -9,7 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.messages import shorten
+from bot.messages import field_lines, shorten
+from bot.rules import Asker, FastTime
 from storage import repository as repo
 from storage.models import JobState, QueueMode
 
@@ -31,19 +32,18 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-FIELD_LIMIT = 1024  # Discord refuses a longer embed field value
-
-
-def field_lines(lines: list[str]) -> str:
-    """As many lines as fit in one embed field, then how many more there are."""
-    shown: list[str] = []
-    for number, line in enumerate(lines):
-        more = f"… and {len(lines) - number} more"
-        room_for_more = len(more) + 1 if number < len(lines) - 1 else 0
-        if len("\n".join([*shown, line])) + room_for_more > FIELD_LIMIT:
-            return "\n".join([*shown, more])
-        shown.append(line)
-    return "\n".join(shown) or "nothing"
+def fast_time_text(fast: FastTime) -> str:
+    """What /info says of a member's fast time: used, left, and when it comes back."""
+    if not fast.per_day and not fast.per_month:
+        return f"unlimited ({_duration(fast.used_today)} used today)"
+    lines = []
+    for what, used, limit, back in (("today", fast.used_today, fast.per_day, "at 00:00 UTC"),
+                                    ("this month", fast.used_this_month, fast.per_month, "on the 1st, 00:00 UTC")):
+        if limit:
+            left = max(0.0, limit - used)
+            lines.append(f"{what}: {_duration(used)} used of {_duration(limit)}, {_duration(left)} left"
+                         f"{'' if left else f' (relax until it comes back {back})'}")
+    return "\n".join(lines)
 
 
 class Queue(commands.Cog):
@@ -57,7 +57,9 @@ class Queue(commands.Cog):
             user = await repo.ensure_user(session, user_id=user_id)
             unfinished = await repo.list_unfinished_jobs_of(session, user_id=user_id)
             usage = await repo.usage_of(session, user_id=user_id)
-        mode = user.default_mode or QueueMode(self.bot.settings.queue.default_mode)
+        asker = Asker.of(interaction)
+        mode = self.bot.rules.default_mode(asker, user)
+        fast = await self.bot.rules.fast_time(asker)
         embed = discord.Embed(title="Your info", colour=discord.Colour.blurple())
         embed.add_field(name="Mode", value=MODE_HELP[mode], inline=False)
         running = [job for job in unfinished if job.state == JobState.RUNNING]
@@ -74,6 +76,7 @@ class Queue(commands.Cog):
         embed.add_field(name=f"Queued ({len(queued)})", value=field_lines(lines), inline=False)
         embed.add_field(name="Usage", inline=False, value=(
             f"{usage.jobs_done} jobs, {usage.images} pictures, {_duration(usage.generation_seconds)} of generation"))
+        embed.add_field(name="Fast time", inline=False, value=fast_time_text(fast))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="cancel", description="Cancel your newest unfinished job, or the one you name")
@@ -95,10 +98,11 @@ class Queue(commands.Cog):
                                                 ephemeral=True)
 
     async def _set_mode(self, interaction: discord.Interaction, mode: QueueMode) -> None:
-        if mode.value not in self.bot.settings.queue.allowed_modes:
-            allowed = ", ".join("/" + m for m in self.bot.settings.queue.allowed_modes)
-            await interaction.response.send_message(f"❌ {mode.value} mode is not available here: use {allowed}.",
-                                                    ephemeral=True)
+        allowed_modes = self.bot.rules.modes_for(Asker.of(interaction))
+        if mode.value not in allowed_modes:
+            allowed = ", ".join("/" + m for m in allowed_modes) or "none"
+            await interaction.response.send_message(f"❌ {mode.value.title()} mode is not available to you here: "
+                                                    f"use {allowed}.", ephemeral=True)
             return
         async with self.bot.sessionmaker.begin() as session:
             await repo.set_user_settings(session, user_id=interaction.user.id, default_mode=mode)

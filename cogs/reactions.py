@@ -6,7 +6,10 @@ the reactor the job's full parameters in a DM; ❌ by the one the message is for
 someone who may manage messages there) cancels a job still in the queue or deletes the
 message (the pictures stay in the store and in /history); ❤️ adds the pictures to the
 reactor's favourites (on a U1–U4 post, that picture); 🔄 rerolls the job as a new job of
-the reactor's.
+the reactor's. A member the server banned from the bot, or a reaction in a channel the bot
+does not answer in, gets nothing (a reaction has no private answer, and a public one would
+say why to everyone); ❌ works everywhere, and a moderator's ❌ on someone else's message
+(a delete, or the cancel of a job still running) is written to the audit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from discord.ext import commands
 
 from bot.messages import shorten
 from bot.replies import CONTENT_LIMIT
+from bot.rules import Asker, Refused
 from storage import repository as repo
 from storage.images import read_parameters
 from storage.job_requests import SourceGone, reroll_job
@@ -51,6 +55,16 @@ class Reactions(commands.Cog):
             message = await repo.get_message(session, message_id=payload.message_id)
         if job is None or message is None:  # not a message of ours, or one we no longer track
             return
+        asker = Asker.of_reaction(self.bot, payload)
+        if emoji != CROSS:  # ❌ is the owner's and the moderators' wherever the message is
+            try:
+                self.bot.rules.check_access(asker)
+                if emoji == ENVELOPE:  # a DM per reaction: counted like any request
+                    self.bot.rules.check_burst(asker)
+            except Refused:
+                # a banned member, or a channel the bot no longer answers in: a reaction has no private
+                # answer, and a public one would tell the channel why (or let anyone make the bot talk)
+                return
         try:
             if emoji == ENVELOPE:
                 await self.send_parameters(payload.user_id, job)
@@ -59,7 +73,7 @@ class Reactions(commands.Cog):
             elif emoji == HEART:
                 await self.favourite(payload.user_id, job, message.index)
             elif job.state == JobState.DONE:
-                await self.reroll(payload, job)
+                await self.reroll(asker, job)
         except Exception:
             log.exception("reaction %s on job %s by user %s failed", emoji, job.id, payload.user_id)
 
@@ -94,10 +108,20 @@ class Reactions(commands.Cog):
             return
         if job.state in (JobState.QUEUED, JobState.RUNNING):
             await self.bot.jobs.cancel(job.id)
+            if payload.user_id != message.user_id and payload.guild_id is not None:
+                await self.audit(payload, message.user_id, "cancel", job)
             return
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         with contextlib.suppress(discord.NotFound):
             await channel.get_partial_message(payload.message_id).delete()
+        if payload.user_id != message.user_id and payload.guild_id is not None:  # a moderator's doing: audited
+            await self.audit(payload, message.user_id, "delete", job)
+
+    async def audit(self, payload: discord.RawReactionActionEvent, owner_id: int, action: str, job: Job) -> None:
+        assert payload.guild_id is not None
+        async with self.bot.sessionmaker.begin() as session:
+            await repo.record_audit(session, guild_id=payload.guild_id, moderator_id=payload.user_id, action=action,
+                                    target_user_id=owner_id, detail=f"job {job.id}: {shorten(job.prompt, 200)}")
 
     def _may_manage_messages(self, payload: discord.RawReactionActionEvent) -> bool:
         member = payload.member
@@ -109,18 +133,17 @@ class Reactions(commands.Cog):
             return False  # a channel the bot does not know: its overwrites cannot be read, so no
         return channel.permissions_for(member).manage_messages
 
-    async def reroll(self, payload: discord.RawReactionActionEvent, job: Job) -> None:
+    async def reroll(self, asker: Asker, job: Job) -> None:
         """🔄: the job made again as a new job of the reactor's, in their default mode."""
         try:
             new_job = reroll_job(job)
         except SourceGone:
-            await self.bot.delivery.say_in_channel(payload.channel_id, payload.guild_id, payload.user_id,
-                                                   "the picture this grid was made from is gone: run /imagine again.")
+            await self.bot.delivery.say_in_channel(asker.channel_id or 0, asker.guild_id, asker.user_id,
+                                                   "The picture this grid was made from is gone: run /imagine again.")
             return
         async with self.bot.sessionmaker.begin() as session:
-            user = await repo.ensure_user(session, user_id=payload.user_id)
-        await self.bot.delivery.submit_in_channel(payload.user_id, payload.channel_id, payload.guild_id,
-                                                  self.bot.delivery.mode_for(user, None), [new_job])
+            user = await repo.ensure_user(session, user_id=asker.user_id)
+        await self.bot.delivery.submit_in_channel(asker, user, [new_job])
 
     async def favourite(self, user_id: int, job: Job, index: int | None) -> None:
         """❤️ on a U1–U4 post: that picture; on a grid: all of its pictures."""

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.rules import Asker
 from cogs.utils.views import ReportingView
 from generation.prompt import parameter_chunks, with_parameter
 from storage import repository as repo
@@ -37,8 +38,9 @@ class UserSettings:
     remix: bool
 
     @classmethod
-    def of(cls, user: User, server_mode: QueueMode) -> UserSettings:
-        return cls(user.default_mode or server_mode, user.default_suffix, user.variability, user.remix)
+    def of(cls, user: User, mode: QueueMode) -> UserSettings:
+        """`mode`: the mode the user's jobs run in by default here (their choice if they may use it)."""
+        return cls(mode, user.default_suffix, user.variability, user.remix)
 
     @property
     def stylize(self) -> str:
@@ -71,9 +73,9 @@ def describe(settings: UserSettings) -> str:
 class SettingsView(ReportingView):
     """Rebuilt after every change, so it always shows what is stored."""
 
-    def __init__(self, cog: Settings, user_id: int, settings: UserSettings) -> None:
-        super().__init__(timeout=600, owner_id=user_id)
-        self.cog, self.user_id, self.settings = cog, user_id, settings
+    def __init__(self, cog: Settings, asker: Asker, settings: UserSettings) -> None:
+        super().__init__(timeout=600, owner_id=asker.user_id)
+        self.cog, self.user_id, self.settings = cog, asker.user_id, settings
         catalog = cog.bot.settings.catalog
         models = [discord.SelectOption(label=f"Default ({catalog.default_version})", value="default",
                                        default=settings.model is None)]
@@ -90,7 +92,7 @@ class SettingsView(ReportingView):
         strong = settings.variability == Variability.STRONG
         self.strong_button.style = discord.ButtonStyle.success if strong else discord.ButtonStyle.secondary
         self.subtle_button.style = discord.ButtonStyle.secondary if strong else discord.ButtonStyle.success
-        allowed = cog.bot.settings.queue.allowed_modes
+        allowed = cog.bot.rules.modes_for(asker)  # the server's modes and the user's roles'
         for button, mode in ((self.fast_button, QueueMode.FAST), (self.relax_button, QueueMode.RELAX),
                              (self.turbo_button, QueueMode.TURBO)):
             button.style = discord.ButtonStyle.success if settings.mode == mode else discord.ButtonStyle.secondary
@@ -98,9 +100,10 @@ class SettingsView(ReportingView):
 
     async def _save(self, interaction: discord.Interaction, **changes) -> None:
         await interaction.response.defer()  # acknowledged before the database write; the message is edited after
-        settings = await self.cog.save(self.user_id, **changes)
+        asker = Asker.of(interaction)
+        settings = await self.cog.save(asker, **changes)
         await interaction.edit_original_response(content=describe(settings),
-                                                 view=SettingsView(self.cog, self.user_id, settings))
+                                                 view=SettingsView(self.cog, asker, settings))
 
     @discord.ui.select(placeholder="Model version", row=0)
     async def model_select(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
@@ -158,21 +161,22 @@ class Settings(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    async def load(self, user_id: int) -> UserSettings:
+    async def load(self, asker: Asker) -> UserSettings:
         async with self.bot.sessionmaker.begin() as session:
-            user = await repo.ensure_user(session, user_id=user_id)
-            return UserSettings.of(user, QueueMode(self.bot.settings.queue.default_mode))
+            user = await repo.ensure_user(session, user_id=asker.user_id)
+            return UserSettings.of(user, self.bot.rules.default_mode(asker, user))
 
-    async def save(self, user_id: int, **changes) -> UserSettings:
+    async def save(self, asker: Asker, **changes) -> UserSettings:
         async with self.bot.sessionmaker.begin() as session:
-            user = await repo.set_user_settings(session, user_id=user_id, **changes)
-            return UserSettings.of(user, QueueMode(self.bot.settings.queue.default_mode))
+            user = await repo.set_user_settings(session, user_id=asker.user_id, **changes)
+            return UserSettings.of(user, self.bot.rules.default_mode(asker, user))
 
     @app_commands.command(name="settings", description="Your defaults: model, stylize, raw, variations, mode")
     async def settings(self, interaction: discord.Interaction) -> None:
-        settings = await self.load(interaction.user.id)
-        await interaction.response.send_message(describe(settings), view=SettingsView(self, interaction.user.id,
-                                                                                      settings), ephemeral=True)
+        asker = Asker.of(interaction)
+        settings = await self.load(asker)
+        await interaction.response.send_message(describe(settings), view=SettingsView(self, asker, settings),
+                                                ephemeral=True)
 
 
 async def setup(bot: ImagineBot) -> None:

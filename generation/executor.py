@@ -30,6 +30,7 @@ class Progress:
     step: int
     total: int
     preview: Any | None = None  # a small PIL image every few steps
+    flagged: bool = False  # the safety checker flagged the preview (shown only where NSFW may be)
 
     @property
     def percent(self) -> int:

@@ -17,6 +17,8 @@ class GenerationResult:
     # one A1111-style "parameters" text per image, written into its PNG
     infotexts: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    # per image, whether the safety checker flagged it (empty: not checked)
+    flagged: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.seeds):

@@ -1,4 +1,4 @@
-"""The database: users, guilds and channels, jobs, images, favourites.
+"""The database: users, guilds and their rules, jobs, images, favourites, the moderators' audit.
 
 The job table is the durable record of every request: written (queued) before anything
 else can fail, and read back at start-up to rebuild the in-memory queue.
@@ -10,7 +10,18 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import func as sql_func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -99,24 +110,73 @@ class User(Timestamped, Base):
     remix: Mapped[bool] = mapped_column(default=False, server_default="0")
 
 
+class NsfwPolicy(enum.StrEnum):
+    """What a server does with pictures the safety checker flags, outside age-restricted channels."""
+
+    BLUR = "blur"  # sent blurred, as a spoiler, with a notice
+    WITHHOLD = "withhold"  # not sent: a notice says why
+
+
 class Guild(Timestamped, Base):
-    """A server's defaults: the mode its users start in and the modes it allows."""
+    """A server's settings, set by its admins with /admin; None means config.toml's default."""
 
     __tablename__ = "guilds"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     default_mode: Mapped[QueueMode | None] = mapped_column(_enum(QueueMode, "queue_mode"))
     allowed_modes: Mapped[list[str] | None] = mapped_column(JSON)
+    default_version: Mapped[str | None] = mapped_column(String(64))
+    nsfw_policy: Mapped[NsfwPolicy | None] = mapped_column(_enum(NsfwPolicy, "nsfw_policy"))
+    banned_words: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Channel(Timestamped, Base):
-    """A channel's own limits, narrower than its server's when set."""
+    """A channel's own rules: whether the bot answers there, and modes narrower than its server's."""
 
     __tablename__ = "channels"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     guild_id: Mapped[int | None] = mapped_column(ForeignKey("guilds.id", ondelete="CASCADE"))
     allowed_modes: Mapped[list[str] | None] = mapped_column(JSON)
+    # once one channel of a server answers, the bot answers only in those (and their threads)
+    answers: Mapped[bool] = mapped_column(default=False, server_default="0")
+
+
+class RoleRule(Timestamped, Base):
+    """What holding a role gives in a server: more modes (turbo), more fast time, a bigger queue."""
+
+    __tablename__ = "role_rules"
+
+    guild_id: Mapped[int] = mapped_column(ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True)
+    role_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    modes: Mapped[list[str]] = mapped_column(JSON, default=list)  # modes holders may use beyond the server's
+    fast_seconds_per_day: Mapped[int | None]  # None: the server's; 0: unlimited
+    fast_seconds_per_month: Mapped[int | None]
+    queued: Mapped[int | None]  # jobs a holder may have waiting per mode
+
+
+class MemberBan(Timestamped, Base):
+    """A member a server's moderators shut out of the bot there: commands and buttons refused."""
+
+    __tablename__ = "member_bans"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    moderator_id: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class AuditEntry(Timestamped, Base):
+    """One thing a moderator or admin did, for /admin audit."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    moderator_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(32))
+    target_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Job(Timestamped, Base):
@@ -146,6 +206,8 @@ class Job(Timestamped, Base):
     delivery_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     delivery_error: Mapped[str | None] = mapped_column(Text)  # the last failure, for the operator
     next_delivery_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # after a failure: backoff
+    gpu_seconds: Mapped[float | None] = mapped_column(Float)  # the engine's time for it: what fast time counts
+    flagged: Mapped[bool] = mapped_column(default=False, server_default="0")  # a picture the safety checker flagged
 
     images: Mapped[list[Image]] = relationship(back_populates="job", order_by="Image.index",
                                                cascade="all, delete-orphan")
@@ -166,6 +228,7 @@ class Image(Timestamped, Base):
     height: Mapped[int]
     seed: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    flagged: Mapped[bool] = mapped_column(default=False, server_default="0")  # by the safety checker (NSFW)
 
     job: Mapped[Job] = relationship(back_populates="images")
 

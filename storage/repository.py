@@ -10,13 +10,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from .models import Delivery, Favourite, Image, Job, JobKind, JobMessage, JobState, MessageKind, QueueMode, User
+from .models import (
+    AuditEntry,
+    Channel,
+    Delivery,
+    Favourite,
+    Guild,
+    Image,
+    Job,
+    JobKind,
+    JobMessage,
+    JobState,
+    MemberBan,
+    MessageKind,
+    QueueMode,
+    RoleRule,
+    User,
+)
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
@@ -42,6 +58,7 @@ class NewImage:
     height: int
     seed: int
     sha256: str
+    flagged: bool = False  # by the safety checker
 
 
 def _now() -> datetime:
@@ -109,9 +126,11 @@ async def requeue_job(session: AsyncSession, *, job_id: int) -> Job:
     return job
 
 
-async def record_images(session: AsyncSession, *, job_id: int, images: list[NewImage]) -> bool:
-    """Store a finished job's images and mark it done. Idempotent per job: a job that
-    already has images keeps them and False is returned (a redelivered task)."""
+async def record_images(session: AsyncSession, *, job_id: int, images: list[NewImage],
+                        gpu_seconds: float | None = None) -> bool:
+    """Store a finished job's images and mark it done, with the engine's seconds for it (what
+    fast time counts). Idempotent per job: a job that already has images keeps them and False
+    is returned (a redelivered task)."""
     job = await get_job(session, job_id=job_id)
     if job is None:
         raise LookupError(f"no job {job_id}")
@@ -119,10 +138,12 @@ async def record_images(session: AsyncSession, *, job_id: int, images: list[NewI
         return False
     for image in images:
         session.add(Image(job_id=job_id, index=image.index, path=image.path, width=image.width,
-                          height=image.height, seed=image.seed, sha256=image.sha256))
+                          height=image.height, seed=image.seed, sha256=image.sha256, flagged=image.flagged))
     job.state = JobState.DONE
     job.error = None
     job.finished_at = _now()
+    job.gpu_seconds = gpu_seconds
+    job.flagged = any(image.flagged for image in images)
     await session.flush()
     return True
 
@@ -135,9 +156,13 @@ async def fail_job(session: AsyncSession, *, job_id: int, error: str) -> Job:
     return job
 
 
-async def cancel_job(session: AsyncSession, *, job_id: int) -> bool:
-    """Cancel a queued or running job; False when it had already finished."""
+async def cancel_job(session: AsyncSession, *, job_id: int, gpu_seconds: float | None = None) -> bool:
+    """Cancel a queued or running job; False when it had already finished. `gpu_seconds`: the engine
+    time it ran before it stopped, which counts as fast time like a finished job's (else cancelling
+    near the end would be free)."""
     job = await session.get_one(Job, job_id)
+    if gpu_seconds is not None:
+        job.gpu_seconds = gpu_seconds
     if job.state not in UNFINISHED:
         return False
     job.state = JobState.CANCELLED
@@ -315,9 +340,164 @@ class Usage:
 
 
 async def usage_of(session: AsyncSession, *, user_id: int) -> Usage:
-    """What a user has made so far: finished jobs, their pictures, and the time they took."""
-    done = list(await session.scalars(select(Job).where(Job.user_id == user_id, Job.state == JobState.DONE)))
+    """What a user has made so far: finished jobs, their pictures, and the engine's time for them."""
+    rows = (await session.execute(select(Job.gpu_seconds, Job.started_at, Job.finished_at)
+                                  .where(Job.user_id == user_id, Job.state == JobState.DONE))).all()
     images = await session.scalar(select(func.count(Image.id)).join(Job).where(Job.user_id == user_id)) or 0
-    seconds = sum((job.finished_at - job.started_at).total_seconds() for job in done
-                  if job.started_at is not None and job.finished_at is not None)
-    return Usage(len(done), images, seconds)
+    seconds = sum(gpu if gpu is not None else (finished - started).total_seconds()  # jobs from before 0004
+                  for gpu, started, finished in rows if gpu is not None or (started and finished))
+    return Usage(len(rows), images, seconds)
+
+
+async def fast_seconds_used(session: AsyncSession, *, user_id: int, since: tuple[datetime, ...],
+                            turbo_cost: float) -> tuple[float, ...]:
+    """The fast time a user spent since each of `since` (a day's start, a month's), in one read:
+    the engine's seconds of their fast jobs, turbo ones counted `turbo_cost` times (relax is free,
+    as on Midjourney)."""
+    weight = func.coalesce(Job.gpu_seconds, 0.0) * case((Job.mode == QueueMode.TURBO, turbo_cost), else_=1.0)
+    columns = [func.coalesce(func.sum(weight).filter(Job.finished_at >= start), 0.0) for start in since]
+    row = (await session.execute(select(*columns).where(
+        Job.user_id == user_id, Job.mode.in_((QueueMode.FAST, QueueMode.TURBO)), Job.finished_at >= min(since)))).one()
+    return tuple(float(value) for value in row)
+
+
+# --- servers: settings, role rules, bans, audit ----------------------------------
+
+
+@dataclass(frozen=True)
+class Community:
+    """Every server's rules, read at start-up into the bot's memory (bot/rules.py)."""
+
+    guilds: list[Guild]
+    channels: list[Channel]
+    role_rules: list[RoleRule]
+    bans: list[MemberBan]
+
+
+async def load_community(session: AsyncSession, *, guild_id: int | None = None) -> Community:
+    """Every server's rules, or one server's (`guild_id`)."""
+    def of(model: Any, column: Any) -> Any:
+        return select(model) if guild_id is None else select(model).where(column == guild_id)
+    return Community(list(await session.scalars(of(Guild, Guild.id))),
+                     list(await session.scalars(of(Channel, Channel.guild_id))),
+                     list(await session.scalars(of(RoleRule, RoleRule.guild_id))),
+                     list(await session.scalars(of(MemberBan, MemberBan.guild_id))))
+
+
+async def ensure_guild(session: AsyncSession, *, guild_id: int) -> Guild:
+    guild = await session.get(Guild, guild_id)
+    if guild is None:
+        guild = Guild(id=guild_id)
+        session.add(guild)
+        await session.flush()
+    return guild
+
+
+GUILD_SETTINGS = frozenset({"default_mode", "allowed_modes", "default_version", "nsfw_policy", "banned_words"})
+
+
+async def set_guild_settings(session: AsyncSession, *, guild_id: int, **changes: Any) -> Guild:
+    """Change some of a server's settings (None: back to config.toml's)."""
+    unknown = set(changes) - GUILD_SETTINGS
+    if unknown:
+        raise ValueError(f"not server settings: {sorted(unknown)}")
+    guild = await ensure_guild(session, guild_id=guild_id)
+    for name, value in changes.items():
+        setattr(guild, name, value)
+    await session.flush()
+    return guild
+
+
+async def set_channel(session: AsyncSession, *, guild_id: int, channel_id: int, **changes: Any) -> Channel:
+    """Change a channel's rules (`answers`, `allowed_modes`)."""
+    unknown = set(changes) - {"answers", "allowed_modes"}
+    if unknown:
+        raise ValueError(f"not channel settings: {sorted(unknown)}")
+    await ensure_guild(session, guild_id=guild_id)
+    channel = await session.get(Channel, channel_id)
+    if channel is None:
+        channel = Channel(id=channel_id, guild_id=guild_id)
+        session.add(channel)
+    for name, value in changes.items():
+        setattr(channel, name, value)
+    await session.flush()
+    return channel
+
+
+async def set_role_rule(session: AsyncSession, *, guild_id: int, role_id: int, modes: list[str],
+                        fast_seconds_per_day: int | None, fast_seconds_per_month: int | None,
+                        queued: int | None) -> RoleRule:
+    await ensure_guild(session, guild_id=guild_id)
+    rule = await session.get(RoleRule, (guild_id, role_id))
+    if rule is None:
+        rule = RoleRule(guild_id=guild_id, role_id=role_id)
+        session.add(rule)
+    rule.modes, rule.queued = modes, queued
+    rule.fast_seconds_per_day, rule.fast_seconds_per_month = fast_seconds_per_day, fast_seconds_per_month
+    await session.flush()
+    return rule
+
+
+async def remove_role_rule(session: AsyncSession, *, guild_id: int, role_id: int) -> bool:
+    rule = await session.get(RoleRule, (guild_id, role_id))
+    if rule is None:
+        return False
+    await session.delete(rule)
+    return True
+
+
+async def ban_member(session: AsyncSession, *, guild_id: int, user_id: int, moderator_id: int,
+                     reason: str) -> bool:
+    """False when the member was banned already (the first ban's reason stays)."""
+    if await session.get(MemberBan, (guild_id, user_id)) is not None:
+        return False
+    session.add(MemberBan(guild_id=guild_id, user_id=user_id, moderator_id=moderator_id, reason=reason))
+    await session.flush()
+    return True
+
+
+async def unban_member(session: AsyncSession, *, guild_id: int, user_id: int) -> bool:
+    ban = await session.get(MemberBan, (guild_id, user_id))
+    if ban is None:
+        return False
+    await session.delete(ban)
+    return True
+
+
+async def record_audit(session: AsyncSession, *, guild_id: int, moderator_id: int, action: str,
+                       target_user_id: int | None = None, detail: str = "") -> AuditEntry:
+    entry = AuditEntry(guild_id=guild_id, moderator_id=moderator_id, action=action, target_user_id=target_user_id,
+                       detail=detail)
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def list_audit(session: AsyncSession, *, guild_id: int, limit: int = 15, offset: int = 0) -> list[AuditEntry]:
+    """A server's audit entries, newest first."""
+    query = (select(AuditEntry).where(AuditEntry.guild_id == guild_id).order_by(AuditEntry.id.desc())
+             .limit(limit).offset(offset))
+    return list(await session.scalars(query))
+
+
+async def list_jobs_in_guild(session: AsyncSession, *, guild_id: int, user_id: int, limit: int = 15) -> list[Job]:
+    """A member's jobs in one server, newest first (what a moderator looks at)."""
+    query = (select(Job).where(Job.guild_id == guild_id, Job.user_id == user_id).order_by(Job.id.desc())
+             .limit(limit))
+    return list(await session.scalars(query))
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    user_id: int
+    jobs: int
+    gpu_seconds: float
+
+
+async def usage_report(session: AsyncSession, *, guild_id: int, since: datetime, limit: int = 15) -> list[MemberUsage]:
+    """The members who used the most engine time in a server since `since`, most first."""
+    seconds = func.coalesce(func.sum(Job.gpu_seconds), 0.0)
+    query = (select(Job.user_id, func.count(Job.id), seconds)
+             .where(Job.guild_id == guild_id, Job.state == JobState.DONE, Job.finished_at >= since)
+             .group_by(Job.user_id).order_by(seconds.desc(), Job.user_id).limit(limit))
+    return [MemberUsage(user_id, jobs, float(total)) for user_id, jobs, total in await session.execute(query)]

@@ -14,6 +14,7 @@ from typing import Any
 import discord
 
 from bot.replies import report_failure, tell_privately
+from bot.rules import let_in
 
 
 class ReportingView(discord.ui.View):
@@ -24,6 +25,8 @@ class ReportingView(discord.ui.View):
         self.owner_id = owner_id
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if not await let_in(interaction):  # banned since the view was opened
+            return False
         if self.owner_id is None or interaction.user.id == self.owner_id:
             return True
         await tell_privately(interaction, f"❌ These controls belong to <@{self.owner_id}>: use the command yourself "

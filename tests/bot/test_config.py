@@ -76,3 +76,26 @@ def test_a_missing_file(tmp_path):
 def test_the_token_is_not_a_setting(tmp_path):
     with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
         load_settings(write(tmp_path, "[discord]\ntoken = 'abc'\n"))
+
+
+def test_community_settings_are_read_and_checked(tmp_path):
+    from bot.config import ConfigError, load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text('[queue]\nburst = "5 per 10 seconds"\nrelax_every = 3\nguild_queued = 50\n'
+                    '[quotas]\nfast_minutes_per_day = 30\nfast_hours_per_month = 2\n'
+                    '[moderation]\nbanned_words = ["Gore", "blood bath"]\nnsfw_policy = "withhold"\n')
+    settings = load_settings(path)
+    assert settings.queue.burst == "5 per 10 seconds"
+    assert (settings.queue.caps.relax_every, settings.queue.caps.guild_queued) == (3, 50)
+    assert (settings.quotas.fast_seconds_per_day, settings.quotas.fast_seconds_per_month) == (1800, 7200)
+    assert settings.moderation.banned_words == ("Gore", "blood bath")
+    assert settings.moderation.nsfw_policy == "withhold" and settings.moderation.safety_checker is None
+
+    for bad, complaint in (('[queue]\nburst = "often"\n', "queue.burst"),
+                           ('[moderation]\nbanned_words = ["!!!"]\n', "moderation.banned_words"),
+                           ('[moderation]\nnsfw_policy = "show"\n', "nsfw_policy"),
+                           ('[queue]\nqueued = { fast = 3 }\n', "queue.queued")):
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match=complaint):
+            load_settings(path)

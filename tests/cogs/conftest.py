@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -50,20 +51,23 @@ class Harness:
 
     def command(self, name: str, user_id: int, option_types: dict[str, int] | None = None,
                 size_limit: int = SIZE_LIMIT, files: dict[str, tuple[str, bytes]] | None = None,
-                channel_id: int = CHANNEL_ID, **options: Any) -> str:
-        """Run a slash command as `user_id` (in `channel_id`: CHANNEL_ID or THREAD_ID); returns the
-        interaction token (its requests' key). `files` maps attachment options to (filename, bytes)
-        uploaded with the command."""
+                channel_id: int = CHANNEL_ID, permissions: int = 0, roles: tuple[int, ...] = (),
+                **options: Any) -> str:
+        """Run a slash command (or a subcommand: "admin ban") as `user_id` (in `channel_id`: CHANNEL_ID,
+        OTHER_CHANNEL_ID or THREAD_ID), a member with `permissions` and `roles`; returns the interaction
+        token (its requests' key). `files` maps attachment options to (filename, bytes) uploaded with it."""
         payload = command_payload(name, options, user_id, option_types=option_types, size_limit=size_limit,
-                                  channel_id=channel_id)
+                                  channel_id=channel_id, permissions=permissions, roles=roles)
         if files:
             with_attachments(payload, {key: attachment_payload(self.discord, filename, data)
                                        for key, (filename, data) in files.items()})
         return self.dispatch(payload)
 
-    def press(self, message_id: str, custom_id: str, user_id: int, values: list[str] | None = None) -> str:
+    def press(self, message_id: str, custom_id: str, user_id: int, values: list[str] | None = None,
+              roles: tuple[int, ...] = ()) -> str:
         """Press a button (or choose `values` in a select) on a message the fake server holds."""
-        return self.dispatch(component_payload(self.discord.messages[message_id], custom_id, user_id, values=values))
+        return self.dispatch(component_payload(self.discord.messages[message_id], custom_id, user_id, values=values,
+                                               roles=roles))
 
     def submit_form(self, custom_id: str, fields: dict[str, str], user_id: int, message_id: str | None = None) -> str:
         """Send a form; `message_id`: the message whose button opened it (Discord then says so)."""
@@ -107,10 +111,14 @@ class Harness:
 
     async def ephemeral_reply(self, token: str) -> Recorded:
         """The private answer to an interaction (its callback, or a followup): a request Discord
-        accepted and whose message is ephemeral (a followup replacing a public deferral is not)."""
+        accepted and whose message is ephemeral (a followup replacing a public deferral is not),
+        with something to read (a private "thinking…" deferral is not an answer yet)."""
+        def says_something(record: Recorded) -> bool:
+            body = (record.json or {}).get("data") or record.json or {}
+            return bool(body.get("content") or body.get("embeds") or record.files)
         return await self.discord.wait_for(lambda: next(
             (r for r in self.of(token) if r.method == "POST" and r.accepted
-             and self.discord.is_ephemeral(r.message_id)), None))
+             and self.discord.is_ephemeral(r.message_id) and says_something(r)), None))
 
     async def ephemeral_text(self, token: str) -> str:
         reply = await self.ephemeral_reply(token)
@@ -147,12 +155,14 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
     expected_errors: list[str] = []
 
     async def start(*, progress_edit_seconds: float = 0.0, redelivery_seconds: float = 60.0, thread: bool = False,
-                    expect_errors: tuple[str, ...] = ()) -> Harness:
-        """`expect_errors`: texts of error logs the test provokes on purpose."""
+                    expect_errors: tuple[str, ...] = (), **changes: Any) -> Harness:
+        """`expect_errors`: texts of error logs the test provokes on purpose; `changes`: settings
+        other than config.toml's (`quotas=QuotaSettings(...)`, `moderation=...`, `queue=...`)."""
         expected_errors.extend(expect_errors)
         discord_settings = DiscordSettings(sync_guild_id=None, progress_edit_seconds=progress_edit_seconds,
                                            redelivery_seconds=redelivery_seconds)
-        bot = ImagineBot(replace(settings, discord=discord_settings), engine=engine, guild_ready_timeout=0.01)
+        bot = ImagineBot(replace(settings, discord=discord_settings, **changes), engine=engine,
+                         guild_ready_timeout=0.01)
         running.append(bot)
         await connect(bot, thread=thread)
         return Harness(bot, fake_discord)
@@ -161,6 +171,7 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
     for bot in running:
         if not bot.is_closed():
             await bot.close()
+    gc.collect()  # a database connection the test left open is reported here, against this test
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR
               and not any(expected in r.getMessage() for expected in expected_errors)]
     assert not errors, errors

@@ -89,6 +89,6 @@ async def test_reroll_reaction_on_a_grid_whose_source_is_gone_says_so_in_the_cha
     harness.react(variations, "🔄", OTHER)
     said = await harness.discord.wait_for(lambda: [r for r in harness.discord.accepted(
         "POST", f"/channels/{CHANNEL_ID}/messages") if "gone" in (r.content or "")])
-    assert said[0].content == f"<@{OTHER}> ❌ the picture this grid was made from is gone: run /imagine again."
+    assert said[0].content == f"<@{OTHER}> ❌ The picture this grid was made from is gone: run /imagine again."
     async with harness.bot.sessionmaker() as session:
         assert len(await repo.list_history(session, user_id=OTHER)) == 0  # nothing was queued

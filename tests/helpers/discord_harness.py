@@ -76,6 +76,11 @@ GUILD_ID = 800_000_000_000_000_001
 CHANNEL_ID = 800_000_000_000_000_002
 MODERATOR_ROLE_ID = 800_000_000_000_000_003
 THREAD_ID = 800_000_000_000_000_004  # a public thread of CHANNEL_ID (guild_create_payload(thread=True))
+SUPPORTER_ROLE_ID = 800_000_000_000_000_005  # a role with no permission of its own (for /admin role)
+OTHER_CHANNEL_ID = 800_000_000_000_000_006  # a second text channel of the server
+NSFW_CHANNEL_ID = 800_000_000_000_000_007  # an age-restricted text channel of the server
+ADMIN_ROLE_ID = 800_000_000_000_000_008  # Manage Server and Manage Messages in the whole server
+MANAGE_GUILD = 0x20
 MANAGE_MESSAGES = 0x2000
 CONTENT_LIMIT = rules.CONTENT_LIMIT
 SIZE_LIMIT = 10 * 1024 * 1024  # the upload limit of a guild at premium tier 0, and of a DM
@@ -121,8 +126,9 @@ def user_payload(user_id: int, name: str | None = None, *, bot: bool = False) ->
             "global_name": None, "avatar": None, "bot": bot}
 
 
-def member_payload(user_id: int, *, permissions: int = 0, moderator: bool = False) -> dict[str, Any]:
-    roles = [str(MODERATOR_ROLE_ID)] if moderator else []
+def member_payload(user_id: int, *, permissions: int = 0, moderator: bool = False,
+                   roles: tuple[int, ...] = ()) -> dict[str, Any]:
+    roles = [str(MODERATOR_ROLE_ID)] * moderator + [str(role) for role in roles]
     return {"user": user_payload(user_id), "roles": roles, "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False,
             "mute": False, "flags": 0, "permissions": str(permissions)}
 
@@ -899,9 +905,13 @@ def guild_create_payload(*, thread: bool = False) -> dict[str, Any]:
             "member_count": 3, "large": False, "features": [], "premium_tier": 0, "roles": [
                 {"id": str(GUILD_ID), "name": "@everyone", "permissions": str(0x4_0000_0000 | 0x800 | 0x400),
                  "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False},
-                {"id": str(MODERATOR_ROLE_ID), "name": "Moderator", "permissions": str(MANAGE_MESSAGES),
-                 "position": 1, "color": 0, "hoist": False, "managed": False, "mentionable": False}],
+                role_payload(MODERATOR_ROLE_ID),
+                role_payload(SUPPORTER_ROLE_ID), role_payload(ADMIN_ROLE_ID)],
             "channels": [{"id": str(CHANNEL_ID), "type": 0, "name": "imagine", "position": 0,
+                          "permission_overwrites": [], "guild_id": str(GUILD_ID)},
+                         {"id": str(OTHER_CHANNEL_ID), "type": 0, "name": "general", "position": 1,
+                          "permission_overwrites": [], "guild_id": str(GUILD_ID)},
+                         {"id": str(NSFW_CHANNEL_ID), "type": 0, "name": "after-dark", "position": 2, "nsfw": True,
                           "permission_overwrites": [], "guild_id": str(GUILD_ID)}],
             "members": [], "voice_states": [], "presences": [], "emojis": [], "stickers": [],
             "threads": [thread_payload()] if thread else [],
@@ -911,31 +921,66 @@ def guild_create_payload(*, thread: bool = False) -> dict[str, Any]:
             "joined_at": "2026-01-01T00:00:00+00:00"}
 
 
+def role_payload(role_id: int) -> dict[str, Any]:
+    names = {MODERATOR_ROLE_ID: "Moderator", SUPPORTER_ROLE_ID: "Supporter", ADMIN_ROLE_ID: "Admin"}
+    permissions = {MODERATOR_ROLE_ID: MANAGE_MESSAGES, ADMIN_ROLE_ID: MANAGE_GUILD | MANAGE_MESSAGES}
+    positions = {SUPPORTER_ROLE_ID: 1, MODERATOR_ROLE_ID: 2, ADMIN_ROLE_ID: 3}
+    return {"id": str(role_id), "name": names.get(role_id, f"role{role_id % 1000}"),
+            "permissions": str(permissions.get(role_id, 0)), "position": positions.get(role_id, 1), "color": 0,
+            "hoist": False, "managed": False, "mentionable": False}
+
+
 def _channel_of(channel_id: int) -> dict[str, Any]:
     if channel_id == THREAD_ID:
         return {"id": str(THREAD_ID), "type": 11, "guild_id": str(GUILD_ID), "name": "imagine-thread",
                 "parent_id": str(CHANNEL_ID), "thread_metadata": thread_payload()["thread_metadata"]}
-    return {"id": str(channel_id), "type": 0, "guild_id": str(GUILD_ID), "name": "imagine"}
+    names = {OTHER_CHANNEL_ID: "general", NSFW_CHANNEL_ID: "after-dark"}
+    return {"id": str(channel_id), "type": 0, "guild_id": str(GUILD_ID), "name": names.get(channel_id, "imagine"),
+            "nsfw": channel_id == NSFW_CHANNEL_ID}
 
 
 def _interaction_base(kind: int, user_id: int, permissions: int, size_limit: int = SIZE_LIMIT,
-                      channel_id: int = CHANNEL_ID) -> dict[str, Any]:
+                      channel_id: int = CHANNEL_ID, roles: tuple[int, ...] = ()) -> dict[str, Any]:
     return {"id": snowflake(), "application_id": str(APPLICATION_ID), "type": kind, "token": f"token-{snowflake()}",
             "version": 1, "guild_id": str(GUILD_ID), "channel_id": str(channel_id), "channel": _channel_of(channel_id),
-            "member": member_payload(user_id, permissions=permissions), "locale": "en-US", "guild_locale": "en-US",
+            "member": member_payload(user_id, permissions=permissions, roles=roles), "locale": "en-US",
+            "guild_locale": "en-US",
             "app_permissions": str(0x4_0000_0000 | 0x800 | 0x400 | 0x8000), "entitlements": [],
             "authorizing_integration_owners": {"0": str(GUILD_ID)}, "context": 0,
             "attachment_size_limit": size_limit}
 
 
+USER, CHANNEL, ROLE = 6, 7, 8  # option types whose values Discord resolves into objects
+
+
 def command_payload(name: str, options: dict[str, Any], user_id: int, *, permissions: int = 0,
                     option_types: dict[str, int] | None = None, size_limit: int = SIZE_LIMIT,
-                    channel_id: int = CHANNEL_ID) -> dict[str, Any]:
-    """INTERACTION_CREATE for a slash command (string options unless `option_types` says otherwise)."""
+                    channel_id: int = CHANNEL_ID, roles: tuple[int, ...] = ()) -> dict[str, Any]:
+    """INTERACTION_CREATE for a slash command (string options unless `option_types` says otherwise).
+    `name` may name a subcommand ("admin ban", "admin words add"); a USER, CHANNEL or ROLE option's
+    value is an id, resolved as Discord resolves it (a member of the test server, its channel, its role)."""
     types = option_types or {}
-    payload = _interaction_base(2, user_id, permissions, size_limit, channel_id)
-    payload["data"] = {"id": snowflake(), "name": name, "type": 1, "options": [
-        {"name": key, "type": types.get(key, 3), "value": value} for key, value in options.items()]}
+    payload = _interaction_base(2, user_id, permissions, size_limit, channel_id, roles)
+    given = [{"name": key, "type": types.get(key, 3), "value": str(value) if types.get(key) in (USER, CHANNEL, ROLE)
+              else value} for key, value in options.items()]
+    root, *path = name.split()
+    for depth, part in reversed(list(enumerate(path))):  # the innermost subcommand holds the options
+        given = [{"name": part, "type": 1 if depth == len(path) - 1 else 2, "options": given}]
+    payload["data"] = {"id": snowflake(), "name": root, "type": 1, "options": given}
+    resolved: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        kind = types.get(key)
+        if kind == USER:
+            resolved.setdefault("users", {})[str(value)] = user_payload(int(value))
+            member = member_payload(int(value))
+            del member["user"]
+            resolved.setdefault("members", {})[str(value)] = member
+        elif kind == CHANNEL:
+            resolved.setdefault("channels", {})[str(value)] = {**_channel_of(int(value)), "permissions": "0"}
+        elif kind == ROLE:
+            resolved.setdefault("roles", {})[str(value)] = role_payload(int(value))
+    if resolved:
+        payload["data"]["resolved"] = resolved
     return payload
 
 
@@ -956,10 +1001,11 @@ def with_attachments(payload: dict[str, Any], attachments: dict[str, dict[str, A
 
 
 def component_payload(message: dict[str, Any], custom_id: str, user_id: int, *, permissions: int = 0,
-                      values: list[str] | None = None) -> dict[str, Any]:
+                      values: list[str] | None = None, roles: tuple[int, ...] = ()) -> dict[str, Any]:
     """INTERACTION_CREATE for a button press on `message` (as the fake server holds it), or for
     a choice in a select menu when `values` are given."""
-    payload = _interaction_base(3, user_id, permissions, channel_id=int(message.get("channel_id") or CHANNEL_ID))
+    payload = _interaction_base(3, user_id, permissions, channel_id=int(message.get("channel_id") or CHANNEL_ID),
+                                roles=roles)
     payload["message"] = message
     payload["data"] = {"custom_id": custom_id, "component_type": 2 if values is None else 3}
     if values is not None:

@@ -19,7 +19,7 @@ async def test_upgrade_from_empty_and_downgrade_back(tmp_path):
         await upgrade_database(engine)
         assert await table_names(engine) >= set(Base.metadata.tables)
         async with engine.connect() as connection:
-            assert await current_revision(connection) == "0003"
+            assert await current_revision(connection) == "0004"
             assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
 
@@ -56,11 +56,16 @@ async def test_upgrading_and_downgrading_keep_every_row(tmp_path):
                                           "VALUES (1, 'imagine', 1, 'a cat', '{}', 'fast', 'done', 1, 5, 77)"))
             await connection.execute(text("INSERT INTO images (job_id, \"index\", path, width, height, seed, "
                                           "sha256) VALUES (1, 0, 'x.png', 8, 8, 1, 'abc')"))
+            await connection.execute(text("INSERT INTO guilds (id, allowed_modes) VALUES (9, '[\"fast\"]')"))
+            await connection.execute(text("INSERT INTO channels (id, guild_id) VALUES (5, 9)"))
         await upgrade_database(engine)
         async with engine.connect() as connection:  # the old job's message is recorded, and it counts as delivered
             assert (await connection.execute(text("SELECT message_id, job_id, channel_id, kind FROM job_messages"))
                     ).all() == [(77, 1, 5, "result")]
             assert (await connection.execute(text("SELECT delivery FROM jobs"))).scalar() == "delivered"
+            # a server's rows keep through 0004 (guilds and channels are copied), with nothing flagged
+            assert (await connection.execute(text("SELECT id, guild_id, answers FROM channels"))).all() == [(5, 9, 0)]
+            assert (await connection.execute(text("SELECT flagged, gpu_seconds FROM jobs"))).all() == [(0, None)]
         await downgrade_database(engine, "0001")  # drops a column: the jobs table is copied
         async with engine.connect() as connection:
             assert (await connection.execute(text("SELECT message_id FROM jobs"))).scalar() == 77
@@ -68,6 +73,8 @@ async def test_upgrading_and_downgrading_keep_every_row(tmp_path):
         async with engine.connect() as connection:
             assert (await connection.execute(text("SELECT count(*) FROM images"))).scalar() == 1
             assert (await connection.execute(text("SELECT crashes FROM jobs"))).scalar() == 0
+            assert (await connection.execute(text("SELECT allowed_modes FROM guilds"))).scalar() == '["fast"]'
+            assert (await connection.execute(text("SELECT count(*) FROM channels"))).scalar() == 1
             assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1  # on again after
     finally:
         await engine.dispose()

@@ -1,0 +1,114 @@
+"""Flagged pictures: the safety checker's verdict and each server's policy, through the harness.
+
+The checker is a tiny `StableDiffusionSafetyChecker` built from a config whose one concept is
+fitted to fire on what the built-in model makes for "a red circle" and not for the other prompts
+below (helpers/tiny_safety.py): the grids these tests ask for, made by the real engine.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from helpers.discord_harness import ADMIN_ROLE_ID, MANAGE_GUILD, NSFW_CHANNEL_ID
+from helpers.job_messages import job_of_message
+from helpers.tiny_safety import build_tiny_safety_checker
+from PIL import Image
+
+from bot.config import ModerationSettings
+from generation.imaging import make_grid
+
+MEMBER, ADMIN = 7001, 7002
+
+
+FLAGGED_PROMPTS = ("a red circle --seed 3",)
+OTHER_PROMPTS = ("a blue square --seed 3", "a green star --seed 3", "a yellow triangle --seed 3")
+
+
+@pytest.fixture(scope="session")
+def safety_checker(tmp_path_factory, engine, request_for):
+    from generation.engine import Imagine
+
+    def pictures(prompts: tuple[str, ...]) -> list[Image.Image]:
+        return [image for prompt in prompts for image in engine.run(
+            Imagine(request_for(prompt), request_for(prompt).params.seed), lambda _: None, None).images]
+    return build_tiny_safety_checker(tmp_path_factory.mktemp("safety") / "safety_checker",
+                                     pictures(FLAGGED_PROMPTS), pictures(OTHER_PROMPTS))
+
+
+@pytest.fixture
+async def checked(start_bot, safety_checker):
+    return await start_bot(moderation=ModerationSettings(safety_checker=safety_checker))
+
+
+def uploaded(record) -> tuple[str, Image.Image]:
+    (name, data), = record.files.items()
+    return name, Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def stored_grid(job) -> Image.Image:
+    return make_grid([Image.open(image.path).convert("RGB") for image in job.images])
+
+
+def detail(image: Image.Image) -> float:
+    """The sharpest edges of a picture: the strongest 1 % of the steps from one pixel to the next
+    (a shape's outline; a blur past recognition leaves none)."""
+    pixels = np.asarray(image, dtype=np.float32)
+    steps = np.concatenate([np.abs(np.diff(pixels, axis=1)).ravel(), np.abs(np.diff(pixels, axis=0)).ravel()])
+    return float(np.percentile(steps, 99))
+
+
+async def test_a_flagged_grid_is_blurred_as_a_spoiler_with_a_notice_and_marked(checked):
+    result = await checked.result(checked.command("imagine", MEMBER, prompt="a red circle --seed 3"))
+    name, grid = uploaded(result)
+    job = await checked.job_when(1, lambda job: job.flagged)
+    assert job.flagged and all(image.flagged for image in job.images)
+    assert name.startswith("SPOILER_")
+    assert "⚠️ The safety checker flagged some pictures as possibly NSFW: 4 of the 4 pictures were blurred here" in (
+        result.content)
+    made = stored_grid(job)  # the store keeps them as made
+    assert grid.size == made.size and detail(grid) < detail(made) / 3
+
+
+async def test_an_unflagged_grid_is_posted_as_made(checked):
+    result = await checked.result(checked.command("imagine", MEMBER, prompt="a blue square --seed 3"))
+    name, grid = uploaded(result)
+    job = await checked.job(1)
+    assert not job.flagged and not any(image.flagged for image in job.images)
+    assert not name.startswith("SPOILER_") and "⚠️" not in result.content
+    assert np.array_equal(np.asarray(grid), np.asarray(stored_grid(job)))
+
+
+async def test_an_age_restricted_channel_shows_flagged_pictures_as_made(checked):
+    result = await checked.result(checked.command("imagine", MEMBER, prompt="a red circle --seed 3",
+                                                  channel_id=NSFW_CHANNEL_ID))
+    name, grid = uploaded(result)
+    job = await checked.job_when(1, lambda job: job.flagged)
+    assert not name.startswith("SPOILER_") and "⚠️" not in result.content
+    assert np.array_equal(np.asarray(grid), np.asarray(stored_grid(job)))
+
+
+async def test_withhold_puts_grey_tiles_in_the_grid_and_refuses_u(checked):
+    token = checked.command("admin nsfw", ADMIN, permissions=MANAGE_GUILD, roles=(ADMIN_ROLE_ID,), policy="withhold")
+    assert (await checked.ephemeral_text(token)).startswith("✅")
+    result = await checked.result(checked.command("imagine", MEMBER, prompt="a red circle --seed 3"))
+    name, grid = uploaded(result)
+    assert not name.startswith("SPOILER_") and "4 of the 4 pictures were withheld here" in result.content
+    assert detail(grid) < 1.0  # grey tiles on the grid's own gaps: no picture shows
+    message_id = checked.message_of_job(1)
+    await job_of_message(checked.bot, message_id)
+    refused = await checked.ephemeral_text(checked.press(message_id, "job:u:1:0", MEMBER))
+    assert refused.startswith("❌ The safety checker flagged that picture")
+
+
+async def test_u_on_a_flagged_picture_posts_it_blurred(checked):
+    await checked.result(checked.command("imagine", MEMBER, prompt="a red circle --seed 3"))
+    message_id = checked.message_of_job(1)
+    await job_of_message(checked.bot, message_id)
+    picked = await checked.result(checked.press(message_id, "job:u:1:1", MEMBER))
+    name, picture = uploaded(picked)
+    job = await checked.job(1)
+    made = Image.open(job.images[1].path).convert("RGB")
+    assert name.startswith("SPOILER_") and "it was blurred here" in picked.content
+    assert detail(picture) < detail(made) / 3
