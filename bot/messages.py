@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 
 from bot.buttons import grid_view, single_view
 from generation.imaging import make_grid
-from storage.models import Job, JobKind, QueueMode
+from storage.models import Job, JobKind, NsfwPolicy, QueueMode
 
 HEADLINE_LIMIT = 1800  # leaves room under Discord's 2,000 for one more line (a failure's cause)
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024  # Discord's upload limit on a server without boosts
@@ -99,7 +99,7 @@ async def load_images(paths: list[str]) -> list[Image.Image]:
     return await asyncio.to_thread(read)
 
 
-BLUR, WITHHOLD = "blur", "withhold"  # what a flagged picture becomes outside age-restricted channels (NsfwPolicy)
+BLUR, WITHHOLD = NsfwPolicy.BLUR, NsfwPolicy.WITHHOLD  # what a flagged picture becomes outside NSFW channels
 WITHHELD_GREY = (128, 128, 128)
 
 

@@ -14,6 +14,17 @@ CONTENT_LIMIT = 2000  # Discord refuses longer message content (400, code 50035)
 FAILURE_TEXT = "❌ Something went wrong on our side{where}; it has been logged. Try again in a moment."
 
 
+def duration(seconds: float) -> str:
+    """`1 h 5 min`, `10 min`, `2 min 5 s`, `40 s`: how long, as /info and /admin say it."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    return f"{seconds} s"
+
+
 def mention_only(user_id: int) -> discord.AllowedMentions:
     """The one person a message may ping: whoever it is for. A prompt that carries `<@someone>`,
     `<@&role>` or `@everyone` pings nobody else (the client's default is no mentions at all)."""

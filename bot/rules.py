@@ -24,7 +24,7 @@ from limits import parse as parse_rate
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from bot.replies import tell_privately
+from bot.replies import duration, tell_privately
 from bot.wordfilter import BannedWords, merged
 from storage import repository as repo
 from storage.models import QueueMode, User
@@ -132,10 +132,6 @@ def start_of_month(now: datetime) -> datetime:
     return start_of_day(now).replace(day=1)
 
 
-def minutes(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{round(seconds / 60)} min"
-
-
 class CommunityRules:
     def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
@@ -162,6 +158,9 @@ class CommunityRules:
             rules.default_mode = guild.default_mode.value if guild.default_mode else None
             if guild.default_version in self.settings.catalog.versions:
                 rules.default_version = guild.default_version
+            elif guild.default_version is not None:  # config.toml no longer has it: the bot's default, said once
+                log.warning("server %s chose model version %r, which config.toml no longer has; using the default",
+                            guild.id, guild.default_version)
             if guild.nsfw_policy is not None:
                 rules.nsfw_policy = guild.nsfw_policy.value
             rules.own_words = tuple(guild.banned_words or ())
@@ -323,10 +322,10 @@ class CommunityRules:
             if fast.spent is not None:
                 limit = fast.per_day if fast.spent == "today" else fast.per_month
                 if "relax" not in allowed:
-                    raise Refused(f"Your fast time for {fast.spent} ({minutes(limit)}) is used up and relax mode "
+                    raise Refused(f"Your fast time for {fast.spent} ({duration(limit)}) is used up and relax mode "
                                   "is not open here.")
                 mode = QueueMode.RELAX
-                notice = (f"⏳ Your fast time for {fast.spent} ({minutes(limit)}) is used up: this runs in relax "
+                notice = (f"⏳ Your fast time for {fast.spent} ({duration(limit)}) is used up: this runs in relax "
                           "mode. /info shows when it comes back.")
         return Admission(mode, notice, self.queued_caps(asker))
 

@@ -18,8 +18,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.messages import field_lines, shorten
-from bot.replies import fit_content
-from bot.rules import MODES, Refused, minutes, start_of_month
+from bot.replies import duration, fit_content
+from bot.rules import MODES, Refused, start_of_month
 from bot.wordfilter import BannedWords, normalise_entry
 from storage import repository as repo
 from storage.models import NsfwPolicy, QueueMode
@@ -264,7 +264,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Run the bo
                                                "a role cannot give more")
                 return
             if given and given <= everyone:
-                await self.refuse(interaction, f"a role gives more fast time than everyone's ({minutes(everyone)} "
+                await self.refuse(interaction, f"a role gives more fast time than everyone's ({duration(everyone)} "
                                                f"{what}), or 0 for unlimited")
                 return
 
@@ -389,7 +389,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Run the bo
         async with self.bot.sessionmaker() as session:
             rows = await repo.usage_report(session, guild_id=interaction.guild_id,
                                            since=start_of_month(datetime.now(UTC)))
-        lines = [f"<@{row.user_id}>: {row.jobs} jobs, {minutes(row.gpu_seconds)}" for row in rows]
+        lines = [f"<@{row.user_id}>: {row.jobs} jobs, {duration(row.gpu_seconds)}" for row in rows]
         embed = discord.Embed(title="Usage this month", colour=discord.Colour.blurple(),
                               description=field_lines(lines) if lines else "no jobs yet this month")
         await interaction.followup.send(embed=embed, ephemeral=True)
@@ -398,7 +398,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Run the bo
 def limit(seconds: int | None) -> str:
     if seconds is None:
         return "the server's"
-    return "unlimited" if seconds == 0 else minutes(seconds)
+    return "unlimited" if seconds == 0 else duration(seconds)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.messages import field_lines, shorten
+from bot.replies import duration
 from bot.rules import Asker, FastTime
 from storage import repository as repo
 from storage.models import JobState, QueueMode
@@ -26,22 +27,16 @@ MODE_HELP = {
 }
 
 
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
 def fast_time_text(fast: FastTime) -> str:
     """What /info says of a member's fast time: used, left, and when it comes back."""
     if not fast.per_day and not fast.per_month:
-        return f"unlimited ({_duration(fast.used_today)} used today)"
+        return f"unlimited ({duration(fast.used_today)} used today)"
     lines = []
     for what, used, limit, back in (("today", fast.used_today, fast.per_day, "at 00:00 UTC"),
                                     ("this month", fast.used_this_month, fast.per_month, "on the 1st, 00:00 UTC")):
         if limit:
             left = max(0.0, limit - used)
-            lines.append(f"{what}: {_duration(used)} used of {_duration(limit)}, {_duration(left)} left"
+            lines.append(f"{what}: {duration(used)} used of {duration(limit)}, {duration(left)} left"
                          f"{'' if left else f' (relax until it comes back {back})'}")
     return "\n".join(lines)
 
@@ -71,11 +66,11 @@ class Queue(commands.Cog):
             position = self.bot.jobs.position(job.id)
             estimate = self.bot.jobs.estimate_seconds(job.id)
             where = f"{position + 1} in the queue" if position is not None else "waiting"
-            about = f", about {_duration(estimate)}" if estimate is not None else ""
+            about = f", about {duration(estimate)}" if estimate is not None else ""
             lines.append(f"`{job.id}` {shorten(job.prompt)} ({where}{about})")
         embed.add_field(name=f"Queued ({len(queued)})", value=field_lines(lines), inline=False)
         embed.add_field(name="Usage", inline=False, value=(
-            f"{usage.jobs_done} jobs, {usage.images} pictures, {_duration(usage.generation_seconds)} of generation"))
+            f"{usage.jobs_done} jobs, {usage.images} pictures, {duration(usage.generation_seconds)} of generation"))
         embed.add_field(name="Fast time", inline=False, value=fast_time_text(fast))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 

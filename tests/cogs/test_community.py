@@ -313,7 +313,7 @@ async def test_fast_time_spent_in_the_middle_of_a_burst_sends_the_rest_to_relax(
         if modes[-1] == "relaxed":
             assert used.used_today >= 1  # relaxed only once the day's second was used
             notice = await harness.ephemeral_text(token)
-            assert notice.startswith("⏳ Your fast time for today (0 min) is used up: this runs in relax mode.")
+            assert notice.startswith("⏳ Your fast time for today (1 s) is used up: this runs in relax mode.")
             break
         assert used.used_today < 1
     assert modes[0] == "fast" and modes[-1] == "relaxed", modes
