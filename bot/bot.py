@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
+# the names discord.py gives the tasks that run event listeners, slash commands, buttons and forms
+HANDLER_TASK_NAMES = ("discord.py: ", "CommandTree-invoker", "discord-ui-")
+HANDLER_GRACE_SECONDS = 5.0
 
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
@@ -118,9 +121,11 @@ class ImagineBot(commands.AutoShardedBot):
     async def close(self) -> None:
         for extension in list(self.extensions):
             await self.unload_extension(extension)
+        await self.finish_handlers(HANDLER_GRACE_SECONDS)  # while Discord can still be answered
         if hasattr(self, "delivery"):  # its tasks stop while the database is open
             await self.delivery.close()
         await super().close()
+        await self.finish_handlers(0)  # whatever started meanwhile
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -132,6 +137,23 @@ class ImagineBot(commands.AutoShardedBot):
             await self.http_session.close()
         if self.database is not None:
             await self.database.dispose()
+
+    @staticmethod
+    async def finish_handlers(grace: float) -> None:
+        """Let the commands, buttons, forms and reactions still being handled finish (cancelled
+        after `grace` seconds) before the database closes: discord.py runs each in a task of
+        its own that nothing else awaits, and one dropped while it holds a connection leaks it."""
+        current = asyncio.current_task()
+        handlers = [task for task in asyncio.all_tasks() if task is not current and not task.done()
+                    and task.get_name().startswith(HANDLER_TASK_NAMES)]
+        if not handlers:
+            return
+        _, unfinished = await asyncio.wait(handlers, timeout=grace) if grace > 0 else (set(), set(handlers))
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        if unfinished:
+            log.info("cancelled %d event handlers still running at shutdown", len(unfinished))
 
     async def sweep_old_pictures(self, every_seconds: float = 3600) -> None:
         """Hourly, remove pictures older than `[storage] keep_inputs_days` / `keep_results_days`

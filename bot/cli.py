@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(json.dumps({"jobs": [job.to_dict() for job in jobs]}, ensure_ascii=False))
     return 0
+
+
+def _quiet_libraries() -> None:
+    """diffusers' and transformers' bars and notices into the log, before either is imported."""
+    from generation.library_logs import route_library_logs
+
+    route_library_logs()
 
 
 def _token() -> str | None:
@@ -65,6 +73,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if (token := _token()) is None:
         return EXIT_USAGE
     settings = load_settings()
+    _quiet_libraries()
     import aiohttp
     import discord
 
@@ -188,6 +197,7 @@ def _summary(result, files: list[str]) -> str:
 
 def _cmd_imagine(args: argparse.Namespace) -> int:
     """`imagine`: a grid from a prompt; image prompts from links in it or from --image files."""
+    _quiet_libraries()
     from pathlib import Path
 
     from bot.fetch import FetchError
@@ -238,6 +248,32 @@ def _run_and_write(engine, job, folder, description: str) -> None:
     print(_summary(result, files), flush=True)
 
 
+def prompt_from_parameters(parameters: str, settings) -> str:
+    """The prompt a PNG's `parameters` were made from, with the version, steps, sampler and
+    guidance it ran at added where the prompt left them to the configuration (which may
+    have changed since). A WebUI PNG gives its prompt, negative prompt (as `--no`) and fields."""
+    from generation.infotext import PROMPT_FIELD, parse_infotext
+    from generation.prompt import parse_prompt
+    from generation.samplers import WEBUI_LABELS
+
+    stored = parse_infotext(parameters)
+    prompt = stored.fields.get(PROMPT_FIELD)
+    if prompt is None:
+        prompt = stored.prompt + (f" --no {stored.negative}" if stored.negative else "")
+    params = parse_prompt(prompt, settings.limits)[0].params
+    fields, added = stored.fields, []
+    if params.version is None and params.niji is None and fields.get("Model") in settings.catalog.versions:
+        added.append(f"--v {fields['Model']}")
+    if params.steps is None and fields.get("Steps", "").isdigit():
+        added.append(f"--steps {fields['Steps']}")
+    if params.cfg is None and re.fullmatch(r"\d+(\.\d+)?", fields.get("CFG scale", "")):
+        added.append(f"--cfg {fields['CFG scale']}")
+    sampler = {label: name for name, label in WEBUI_LABELS.items()}.get(fields.get("Sampler", ""))
+    if params.sampler is None and sampler is not None:
+        added.append(f"--sampler {sampler}")
+    return " ".join([prompt, *added])
+
+
 def _parse_box(text: str) -> tuple[float, float, float, float]:
     """`25,25,75,75` (percent of the width and height: left, top, right, bottom)."""
     parts = [float(part) / 100 for part in text.replace(" ", "").split(",")]
@@ -248,6 +284,7 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
 
 def _cmd_from_image(args: argparse.Namespace) -> int:
     """`vary`, `upscale`, `zoom`, `pan`, `square`, `region`: a job that starts from an image file."""
+    _quiet_libraries()
     from generation.engine import Outpaint, Repaint, Upscale, Vary
     from generation.prompt import PromptError
     from storage.images import read_parameters
@@ -259,13 +296,13 @@ def _cmd_from_image(args: argparse.Namespace) -> int:
         print(f"error: cannot use {args.image} as a picture ({error})", file=sys.stderr)
         return EXIT_USAGE
     prompt = args.prompt
-    if prompt is None:  # the prompt the picture was made with, from its PNG parameters
-        stored = read_parameters(args.image)
-        if not stored:
-            print("error: this image carries no prompt: give one after the file name", file=sys.stderr)
-            return EXIT_USAGE
-        prompt = stored.splitlines()[0]
     try:
+        if prompt is None:  # the prompt the picture was made with, and the settings it ran at
+            stored = read_parameters(args.image)
+            if not stored:
+                print("error: this image carries no prompt: give one after the file name", file=sys.stderr)
+                return EXIT_USAGE
+            prompt = prompt_from_parameters(stored, settings)
         request = _load_requests(prompt, settings)[0]
         seed = _seed(request)
         match args.command:
@@ -294,6 +331,7 @@ def _cmd_from_image(args: argparse.Namespace) -> int:
 
 def _cmd_blend(args: argparse.Namespace) -> int:
     """`blend`: 2–5 picture files into one grid."""
+    _quiet_libraries()
     from pathlib import Path
 
     from generation.engine import Blend
@@ -319,6 +357,7 @@ def _cmd_blend(args: argparse.Namespace) -> int:
 
 def _cmd_describe(args: argparse.Namespace) -> int:
     """`describe`: four prompts for a picture file, one per line."""
+    _quiet_libraries()
     from generation.describe import load_describer
 
     settings = load_settings()
@@ -378,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     def image_command(name: str, help_text: str, out_help: str = "folder for grid.png and 1.png-4.png"):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("image", help="a picture file (a PNG made by this project carries its prompt)")
-        command.add_argument("prompt", nargs="?", help="the prompt (default: the one stored in the PNG)")
+        command.add_argument("prompt", nargs="?", help="the prompt (default: the one stored in the PNG, with "
+                             "the version, steps, sampler and guidance it was made with)")
         command.add_argument("--out", required=True, help=out_help)
         command.set_defaults(handler=_cmd_from_image)
         return command

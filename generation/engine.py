@@ -27,6 +27,7 @@ from .canvas import Canvas, Direction, collage, make_square, mean_picture, pan, 
 from .catalog import ModelCatalog, ModelVersion
 from .conditioning import Conditioning
 from .executor import CancelToken, JobCancelled, Progress
+from .infotext import PROMPT_FIELD, quote
 from .models import LoadedModel, LoraChoice, load_model
 from .prompt import GenerationRequest, Segment
 from .results import GenerationResult
@@ -144,6 +145,21 @@ def ip_adapter_scale(image_weight: float) -> float:
     return min(1.0, max(0.0, 0.5 * image_weight))
 
 
+def job_strength(job: EngineJob, model: LoadedModel) -> float:
+    """How much of the job's starting picture is repainted (1: painted from noise)."""
+    if isinstance(job, Imagine):
+        if not job.images or model.ip_adapter is not None:  # an IP-Adapter steers text-to-image
+            return 1.0
+        return image_prompt_strength(job.request.params.image_weight)
+    if isinstance(job, Vary):
+        return VARIATION_STRENGTH[job.variability]
+    if isinstance(job, Upscale):
+        return UPSCALE_STRENGTH[job.mode]
+    if isinstance(job, Blend):
+        return BLEND_STRENGTH
+    return REGION_STRENGTH if isinstance(job, Repaint) else OUTPAINT_STRENGTH
+
+
 def image_seeds(seed: int, count: int) -> tuple[int, ...]:
     """Image k of a job gets seed + k (wrapping at 2³²): `--seed 7` gives seeds 7, 8, 9, 10."""
     return tuple((seed + k) % SEED_MODULUS for k in range(count))
@@ -170,11 +186,7 @@ class GenerationPlan:
     stop: int
     stylize: int
     tile: bool
-
-    @property
-    def steps_to_run(self) -> int:
-        """`--stop N`: the steps actually run (at least one)."""
-        return max(1, math.ceil(self.steps * self.stop / 100))
+    strength: float = 1.0  # how much of a starting picture is repainted (1: from noise)
 
     def as_parameters(self) -> dict[str, Any]:
         return {
@@ -183,6 +195,24 @@ class GenerationPlan:
             "stylize": self.stylize, "tile": self.tile, "style_suffix": self.style_suffix,
             "loras": [{"name": lora.name, "weight": lora.weight} for lora in self.loras],
         }
+
+
+def denoising_schedule(steps: int, strength: float) -> int:
+    """The schedule diffusers is given for `steps` at `strength`, long enough for one step to run.
+
+    Image-to-image runs the last int(schedule × strength) steps of the schedule (as in
+    the WebUI), so `--steps 2` at strength 0.3 would run none: the schedule is
+    lengthened until one step runs. The infotext's `Steps:` is this schedule.
+    """
+    schedule = steps
+    while int(schedule * strength) < 1:  # diffusers' own rounding (get_timesteps)
+        schedule += 1
+    return schedule
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """How many denoising steps a schedule of `steps` runs at `strength`."""
+    return min(int(steps * strength), steps)
 
 
 def guidance_for_stylize(stylize: int, default_cfg: float) -> float:
@@ -257,7 +287,9 @@ def styled_segments(request: GenerationRequest, plan: GenerationPlan) -> tuple[S
 
 
 def infotext(request: GenerationRequest, plan: GenerationPlan, seed: int, extra: dict[str, Any] | None = None) -> str:
-    """The A1111 `parameters` text: prompt, negative prompt, then `Key: value` pairs."""
+    """The A1111 `parameters` text: prompt, negative prompt, then `Key: value` pairs (read back
+    by generation/infotext.py). `Steps:` is the schedule: image-to-image jobs run its last
+    int(steps × Denoising strength) steps, as in the WebUI."""
     segments = request.positive_segments
     if len(segments) == 1 and segments[0].weight == 1:
         positive = segments[0].text
@@ -273,10 +305,11 @@ def infotext(request: GenerationRequest, plan: GenerationPlan, seed: int, extra:
         fields["Chaos"] = plan.chaos
     if plan.tile:
         fields["Tiling"] = "True"
+    fields[PROMPT_FIELD] = replace(request, image_urls=()).to_prompt()  # what `python -m bot vary FILE` reads
     lines = [positive.strip()]
     if negative:
         lines.append(f"Negative prompt: {negative}")
-    lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
+    lines.append(", ".join(f"{key}: {quote(value)}" for key, value in fields.items()))
     return "\n".join(lines)
 
 
@@ -362,9 +395,12 @@ class Engine:
         )
 
     def _plan(self, job: EngineJob, model: LoadedModel) -> tuple[GenerationPlan, tuple[int, ...]]:
-        """The effective settings and the seeds: the output size follows the job's kind."""
+        """The effective settings and the seeds: the output size and the strength follow the job's kind."""
+        strength = job_strength(job, model)
         if isinstance(job, Imagine | Blend):
-            return plan_generation(job.request, self.catalog, model), image_seeds(job.seed, job.count)
+            plan = plan_generation(job.request, self.catalog, model)
+            return (replace(plan, strength=strength, steps=denoising_schedule(plan.steps, strength)),
+                    image_seeds(job.seed, job.count))
         if isinstance(job, Upscale):
             width, height = job.source.size
             size = self._fit((width * UPSCALE_FACTOR, height * UPSCALE_FACTOR), model)
@@ -375,7 +411,8 @@ class Engine:
         else:  # Vary, Repaint: the picture's own size
             size, count = self._fit(job.source.size, model), job.count
         plan = plan_generation(job.request, self.catalog, model, size=size)
-        return replace(plan, chaos=0), image_seeds(job.seed, count)
+        return (replace(plan, chaos=0, strength=strength, steps=denoising_schedule(plan.steps, strength)),
+                image_seeds(job.seed, count))
 
     def _canvas(self, job: Outpaint | Repaint, model: LoadedModel) -> Canvas:
         source = job.source.convert("RGB")
@@ -402,29 +439,26 @@ class Engine:
                 images = self._text_to_image(model, plan, conditioning, seeds, report, token,
                                              ip_adapter_image=[[image.convert("RGB") for image in job.images]])
             return images, {"IP-Adapter scale": scale, "Image prompts": len(job.images)}
+        strength = plan.strength
         if isinstance(job, Imagine):  # no IP-Adapter: image-to-image from the pictures' mean
             start = mean_picture(list(job.images), size)
-            strength = image_prompt_strength(job.request.params.image_weight)
             images = self._image_to_image(model, plan, conditioning, [start] * len(seeds), strength, seeds,
                                           report, token)
             return images, {"Denoising strength": strength, "Image prompts": len(job.images)}
         if isinstance(job, Vary):
-            strength = VARIATION_STRENGTH[job.variability]
             source = job.source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
             images = self._image_to_image(model, plan, conditioning, [source] * len(seeds), strength, seeds,
                                           report, token)
             return images, {"Denoising strength": strength, "Variation": job.variability}
         if isinstance(job, Upscale):
-            strength = UPSCALE_STRENGTH[job.mode]
             source = job.source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
             image = self._upscale_pass(model, plan, conditioning, source, strength, seeds[0], report, token)
             return [image], {"Denoising strength": strength, "Upscale": f"{UPSCALE_FACTOR}x {job.mode}"}
         if isinstance(job, Blend):
             starts = [collage(list(job.sources), size, seed) for seed in seeds]
-            images = self._image_to_image(model, plan, conditioning, starts, BLEND_STRENGTH, seeds, report, token)
-            return images, {"Denoising strength": BLEND_STRENGTH, "Blend": len(job.sources)}
+            images = self._image_to_image(model, plan, conditioning, starts, strength, seeds, report, token)
+            return images, {"Denoising strength": strength, "Blend": len(job.sources)}
         canvas = self._canvas(job, model)
-        strength = REGION_STRENGTH if isinstance(job, Repaint) else OUTPAINT_STRENGTH
         painted = self._denoise(model, model.inpaint, plan, conditioning.repeat(len(seeds)), seeds, report, token,
                                 image=[canvas.image] * len(seeds), mask_image=[canvas.mask] * len(seeds),
                                 strength=strength, width=plan.width, height=plan.height)

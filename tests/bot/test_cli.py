@@ -105,6 +105,7 @@ def test_imagine_writes_a_grid_and_four_pngs_with_their_parameters(tmp_path):
 
     result = run_bot("imagine", "a red circle on a white background --seed 5 --steps 10", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no library chatter (loading bars, float32 and torchvision notices)
     summary = json.loads(result.stdout)
     assert summary["seeds"] == [5, 6, 7, 8]
     assert summary["params"]["steps"] == 10 and summary["params"]["model"] == "builtin"
@@ -141,6 +142,54 @@ def test_vary_and_upscale_run_on_an_image_file_with_its_stored_prompt(tmp_path):
         assert image.size == (128, 128)
     missing = run_bot("vary", str(tmp_path / "nope.png"), "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "cannot use" in missing.stderr
+
+
+def config_with_second_version(tmp_path: Path, name: str, **second: object) -> str:
+    """config.toml plus a version "second" on the built-in weights with its own defaults."""
+    text = (ROOT / "config.toml").read_text().replace(
+        'lora_dir = "generation/builtin/loras"', f'lora_dir = "{ROOT / "generation/builtin/loras"}"')
+    table = "\n".join(f"{key} = {json.dumps(value)}" for key, value in second.items())
+    path = tmp_path / name
+    path.write_text(f'{text}\n[models.versions.second]\nsource = "builtin"\nfamily = "sd15"\n{table}\n')
+    return str(path)
+
+
+def test_vary_without_a_prompt_runs_at_the_settings_the_png_was_made_with(tmp_path):
+    """The version, steps, sampler and guidance come from the PNG, even after the operator changed
+    the version's defaults; a WebUI PNG's fields are read too; a short upscale still runs a step."""
+    from PIL import Image
+
+    from storage.images import encode_png, read_parameters
+
+    before = {"BOT_CONFIG": config_with_second_version(tmp_path, "before.toml", steps=7, sampler="euler")}
+    after = {"BOT_CONFIG": config_with_second_version(tmp_path, "after.toml", steps=12, sampler="heun")}
+    made = run_bot("imagine", "a blue square, on a white background --v second --s 300 --seed 1", "--out",
+                   str(tmp_path / "a"), env=before)
+    assert made.returncode == 0, made.stderr
+    made_params = json.loads(made.stdout)["params"]
+    assert (made_params["steps"], made_params["sampler"]) == (7, "euler")
+    assert "Imagine prompt: \"a blue square, on a white background --seed 1 --s 300 --v second\"" in \
+        read_parameters(tmp_path / "a" / "1.png")
+    varied = run_bot("vary", str(tmp_path / "a" / "1.png"), "--out", str(tmp_path / "v"), env=after)
+    assert varied.returncode == 0, varied.stderr
+    params = json.loads(varied.stdout)["params"]
+    assert (params["model"], params["steps"], params["sampler"], params["cfg"], params["stylize"]) == (
+        "second", 7, "euler", made_params["cfg"], 300)
+
+    webui = tmp_path / "webui.png"  # what the WebUI writes: no "Imagine prompt"
+    with Image.open(tmp_path / "a" / "1.png") as picture:
+        webui.write_bytes(encode_png(picture, "a red circle\nNegative prompt: green\nSteps: 5, Sampler: Euler a, "
+                                              "CFG scale: 5.5, Seed: 9, Size: 64x64, Model: second"))
+    varied = run_bot("vary", str(webui), "--out", str(tmp_path / "w"), env=after)
+    assert varied.returncode == 0, varied.stderr
+    params = json.loads(varied.stdout)["params"]
+    assert (params["model"], params["steps"], params["sampler"], params["cfg"]) == ("second", 5, "euler_a", 5.5)
+    assert read_parameters(tmp_path / "w" / "1.png").startswith("a red circle\nNegative prompt: green\n")
+
+    upscaled = run_bot("upscale", str(tmp_path / "a" / "1.png"), "a blue square --steps 2", "--out",
+                       str(tmp_path / "u"))
+    assert upscaled.returncode == 0, upscaled.stderr  # int(2 × 0.3) = 0 steps would crash in diffusers
+    assert json.loads(upscaled.stdout)["params"]["steps"] == 4
 
 
 def test_every_image_job_runs_on_files_and_writes_pngs_with_parameters(tmp_path):

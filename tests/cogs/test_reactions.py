@@ -92,3 +92,14 @@ async def test_reroll_reaction_on_a_grid_whose_source_is_gone_says_so_in_the_cha
     assert said[0].content == f"<@{OTHER}> ❌ The picture this grid was made from is gone: run /imagine again."
     async with harness.bot.sessionmaker() as session:
         assert len(await repo.list_history(session, user_id=OTHER)) == 0  # nothing was queued
+
+
+async def test_a_reaction_being_answered_when_the_bot_stops_is_answered_first(harness):
+    """Shutting down waits for the handlers in flight: here ✉️'s DM, held up by a rate limit."""
+    _, message_id = await grid_of(harness, "a pink square")
+    harness.discord.fail(429, path="/users/@me/channels", retry_after=0.5)  # discord.py waits, then tries again
+    harness.react(message_id, "✉️", OTHER)
+    await harness.discord.wait_for(lambda: harness.discord.find("POST", "/users/@me/channels"))
+    await harness.bot.close()
+    dm = [r for r in harness.discord.find("POST", "/channels/") if "Job ID" in (r.content or "")]
+    assert len(dm) == 1 and dm[0].accepted

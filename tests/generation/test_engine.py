@@ -281,6 +281,25 @@ def test_upscale_doubles_the_size_and_keeps_the_content(engine, request_for, sou
     assert f"Upscale: 2x {mode}" in result.infotexts[0]
 
 
+@pytest.mark.parametrize(("job", "steps", "schedule", "ran"), [
+    ("upscale", 2, 4, 1),  # strength 0.3: int(2 × 0.3) would run none
+    ("upscale", 3, 4, 1),
+    ("vary", 1, 2, 1),  # strength 0.85: one step of a two-step schedule
+    ("subtle", 1, 2, 1),  # strength 0.5
+    ("subtle", 10, 10, 5),  # long enough already: unchanged
+])
+def test_every_picture_job_runs_at_least_one_denoising_step(engine, request_for, source_image, job, steps,
+                                                            schedule, ran):
+    request = request_for(f"a red circle on a white background --steps {steps}")
+    made = (Upscale(request, source_image, seed=3) if job == "upscale"
+            else Vary(request, source_image, seed=3, variability="strong" if job == "vary" else "subtle", count=1))
+    events = []
+    result = engine.run(made, report=events.append)
+    assert events[-1].step == events[-1].total == ran  # the steps that ran, as the progress bar showed them
+    assert f"Steps: {schedule}," in result.infotexts[0] and result.parameters["steps"] == schedule
+    assert dominant_colour(result.images[0]) == "red"  # a picture, not noise
+
+
 def test_a_large_upscale_runs_in_tiles_and_keeps_the_content(engine, request_for, source_image):
     request = request_for("a red circle on a white background --steps 8")
     events = []
@@ -357,3 +376,15 @@ def test_image_prompts_are_refused_not_ignored(engine):
     (request,) = parse_prompt("https://example.com/cat.png a red circle --iw 2")
     with pytest.raises(ValueError, match="image prompts"):
         engine.run(Imagine(request, seed=1))
+
+
+def test_the_infotext_reads_back_with_quoted_values(engine, request_for, source_image):
+    from generation.engine import Repaint
+    from generation.infotext import PROMPT_FIELD, parse_infotext
+
+    request = request_for('a "red" circle, on white --no blue, green --steps 4 --s 250')
+    result = engine.run(Repaint(request, source_image, seed=5, box=(0.25, 0.25, 0.75, 0.75), count=1))
+    stored = parse_infotext(result.infotexts[0])
+    assert stored.prompt == 'a "red" circle, on white' and stored.negative == "blue, green"
+    assert stored.fields["Outpaint"] == "Region 0.25,0.25,0.75,0.75" and stored.fields["Steps"] == "4"
+    assert stored.fields[PROMPT_FIELD] == request.to_prompt()

@@ -118,3 +118,19 @@ def test_sdxl_pads_the_shorter_encoders_embeddings_with_empty_chunks(tmp_path):
     pair = [t[..., 32:] for t in pair]  # the second encoder's half
     padded = PromptEncoder._pad_to(encoder._compels[1], pair, 154)
     assert [t.shape[1] for t in padded] == [154, 154]
+
+
+def test_library_chatter_goes_to_the_log_at_debug_and_real_warnings_stay_warnings(caplog):
+    import logging
+
+    from generation.library_logs import route_library_logs
+
+    route_library_logs()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.WARNING, logger="diffusers")  # the suite's DIFFUSERS_VERBOSITY=error otherwise
+    library = logging.getLogger("diffusers.models.modeling_utils")
+    library.warning("There are modules in UNet2DConditionModel that should be kept in float32: [].")
+    library.warning("the LoRA has keys the model lacks")
+    levels = {record.getMessage()[:12]: record.levelname for record in caplog.records
+              if record.name.startswith("diffusers")}
+    assert levels == {"There are mo": "DEBUG", "the LoRA has": "WARNING"}
