@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.fetch import MIB, FetchPolicy
 from bot.wordfilter import BannedWords
 from generation.catalog import KNOWN_SAMPLERS, ModelCatalog, ModelVersion, NijiOption, StyleOption
+from generation.memory import MemorySettings
 from generation.prompt import PromptLimits, normalise_sampler_name
 from generation.queue import QueueCaps
 
@@ -51,6 +52,7 @@ class _Version(_Section):
     sampler: str | None = None
     ip_adapter: str | None = None
     ip_adapter_encoder: str | None = None
+    dtype: Literal["float16", "bfloat16", "float32"] | None = None
 
 
 class _Niji(_Section):
@@ -78,6 +80,10 @@ class _Models(_Section):
     styles: dict[str, _Style] = Field(default_factory=dict)
     samplers: list[str] = Field(default_factory=lambda: list(KNOWN_SAMPLERS))
     describe: str = "builtin"
+    vae_slicing: bool = True
+    vae_tiling_above_megapixels: float = Field(1.5, ge=0)
+    max_resident_gib: float = Field(0.0, ge=0)
+    memory_budget_gib: float = Field(0.0, ge=0)
 
 
 class _Limits(_Section):
@@ -251,6 +257,7 @@ def _settings_from(file: _File, base: Path) -> Settings:
             sampler=normalise_sampler_name(v.sampler) if v.sampler else None,
             ip_adapter=str(_resolve(base, v.ip_adapter)) if v.ip_adapter else None,
             ip_adapter_encoder=str(_resolve(base, v.ip_adapter_encoder)) if v.ip_adapter_encoder else None,
+            dtype=v.dtype,
         )
         for name, v in models.versions.items()
     }
@@ -272,6 +279,9 @@ def _settings_from(file: _File, base: Path) -> Settings:
         styles={name: StyleOption(name, s.suffix, s.lora, s.lora_weight) for name, s in models.styles.items()},
         samplers=tuple(models.samplers),
         describe_model=models.describe if models.describe == "builtin" else str(_resolve(base, models.describe)),
+        memory=MemorySettings(vae_slicing=models.vae_slicing,
+                              vae_tiling_above_megapixels=models.vae_tiling_above_megapixels,
+                              max_resident_gib=models.max_resident_gib, budget_gib=models.memory_budget_gib),
     )
     queue = file.queue
     if queue.default_mode not in queue.allowed_modes:

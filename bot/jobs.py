@@ -30,6 +30,7 @@ from generation.executor import (
     JobStarted,
     Work,
 )
+from generation.memory import JobTooLarge
 from generation.queue import FairScheduler, QueueCaps, QueueFull
 from generation.results import GenerationResult
 from storage import repository as repo
@@ -49,7 +50,7 @@ class UnsupportedJob(ValueError):
 def cause_for_user(error: BaseException) -> str:
     """What a failed job's owner is told: a short cause, never an exception's text or a server
     path (the log has the whole traceback, under the job's id)."""
-    if isinstance(error, UnsupportedJob):
+    if isinstance(error, UnsupportedJob | JobTooLarge):
         return str(error)
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return "the GPU ran out of memory: try a smaller --ar or --q .5"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .memory import MemorySettings
 from .prompt import normalise_sampler_name
 
 ModelFamily = Literal["sd15", "sdxl"]
@@ -39,6 +40,7 @@ class ModelVersion:
     sampler: str | None = None  # a WebUI name; None: the scheduler saved with the model
     ip_adapter: str | None = None  # image prompts: an IP-Adapter weights file (else img2img from the pictures)
     ip_adapter_encoder: str | None = None  # its CLIP vision folder; None: `image_encoder/` beside the file
+    dtype: str | None = None  # "float16", "bfloat16" or "float32"; None: float16 on a GPU, float32 on a CPU
 
     @property
     def is_builtin(self) -> bool:
@@ -75,6 +77,7 @@ class ModelCatalog:
     styles: dict[str, StyleOption] = field(default_factory=dict)
     samplers: tuple[str, ...] = KNOWN_SAMPLERS
     describe_model: str = "builtin"  # /describe: the built-in captioner, or a BLIP folder
+    memory: MemorySettings = field(default_factory=MemorySettings)
 
     def __post_init__(self) -> None:
         if self.default_version not in self.versions:

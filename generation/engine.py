@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from .catalog import ModelCatalog, ModelVersion
 from .conditioning import Conditioning
 from .executor import CancelToken, JobCancelled, Progress
 from .infotext import PROMPT_FIELD, quote
+from .memory import GIB, JobTooLarge, device_memory_bytes, estimate_peak_bytes, too_large_message, torch_dtype
 from .models import LoadedModel, LoraChoice, load_model
 from .prompt import GenerationRequest, Segment
 from .results import GenerationResult
@@ -340,31 +342,74 @@ def _ignore(_: Progress) -> None:
 
 
 class Engine:
-    """Owns the loaded models and runs one job at a time on them."""
+    """Owns the loaded models and runs one job at a time on them.
+
+    `dtype` is the default for versions that name none in config.toml. Models stay loaded
+    up to `[models] max_resident_gib` of weights (the least recently used goes first).
+    """
 
     def __init__(self, catalog: ModelCatalog, *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, preview_every: int = PREVIEW_EVERY,
-                 max_loaded_models: int = 1) -> None:
+                 dtype: torch.dtype = torch.float32, preview_every: int = PREVIEW_EVERY) -> None:
         self.catalog = catalog
+        self.memory = catalog.memory
         self.device = torch.device(device)
         self.dtype = dtype
         self.preview_every = preview_every
-        self.max_loaded_models = max_loaded_models
-        self._models: dict[str, LoadedModel] = {}
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        self._sizes: dict[str, int] = {}  # bytes of each version's weights, once loaded
+
+    @property
+    def resident(self) -> tuple[str, ...]:
+        """The versions loaded now (a job on one of them starts without loading anything)."""
+        return tuple(self._models)
 
     def model(self, name: str) -> LoadedModel:
-        """The loaded version `name`, loading it (and unloading the oldest) when needed."""
+        """The loaded version `name`, loading it (and unloading the least recently used) when needed."""
         if name in self._models:
-            self._models[name] = self._models.pop(name)  # most recently used last
+            self._models.move_to_end(name)
             return self._models[name]
-        while len(self._models) >= self.max_loaded_models:
-            del self._models[next(iter(self._models))]
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+        budget = self.memory.max_resident_gib * GIB
+        expected = self._sizes.get(name, 0)
+        while self._models and (not budget or sum(self._sizes[n] for n in self._models) + expected > budget):
+            self._unload(next(iter(self._models)))
         log.info("loading model version %s", name)
-        model = load_model(self.catalog.versions[name], self.catalog.lora_dir, device=self.device, dtype=self.dtype)
+        version = self.catalog.versions[name]
+        dtype = torch_dtype(version.dtype) if version.dtype else self.dtype
+        model = load_model(version, self.catalog.lora_dir, device=self.device, dtype=dtype)
+        if self.memory.vae_slicing:
+            model.text2img.vae.enable_slicing()
         self._models[name] = model
+        self._sizes[name] = model.weight_bytes
+        while budget and len(self._models) > 1 and sum(self._sizes[n] for n in self._models) > budget:
+            self._unload(next(iter(self._models)))
         return model
+
+    def _unload(self, name: str) -> None:
+        del self._models[name]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.info("unloaded model version %s", name)
+
+    def check_fits(self, model: LoadedModel, plan: GenerationPlan, images: int) -> None:
+        """Refuse a job whose estimated peak memory exceeds the budget, before it starts."""
+        budget = int(self.memory.budget_gib * GIB) or device_memory_bytes(self.device)
+        if plan.width * plan.height > 4 * model.native_side**2:  # upscaled in native-size tiles, one at a time
+            width = height = model.native_side
+            images = 1
+        else:
+            width, height = plan.width, plan.height
+        vae = model.text2img.vae
+        needed = estimate_peak_bytes(
+            weights=sum(self._sizes[n] for n in self._models), images=images, width=width, height=height,
+            vae_factor=model.text2img.vae_scale_factor, dtype=model.text2img.unet.dtype, guidance=plan.cfg > 1,
+            vae_slicing=self.memory.vae_slicing, vae_tiled=self._vae_tiled(width, height),
+            tile_side=int(getattr(vae, "tile_sample_min_size", 0) or model.native_side))
+        if needed > budget:
+            raise JobTooLarge(too_large_message(needed, budget))
+
+    def _vae_tiled(self, width: int, height: int) -> bool:
+        threshold = self.memory.vae_tiling_above_megapixels
+        return bool(threshold) and width * height > threshold * 1e6
 
     def run(self, job: EngineJob, report: Report = _ignore, token: CancelToken | None = None) -> GenerationResult:
         """Make the job's pictures; raises `JobCancelled` when `token` is cancelled."""
@@ -375,6 +420,7 @@ class Engine:
         started = time.perf_counter()
         model = self.model(resolve_version(job.request, self.catalog).name)
         plan, seeds = self._plan(job, model)
+        self.check_fits(model, plan, len(seeds))
         timings: dict[str, float] = {}
         with self._adapters(model, plan):
             mark = time.perf_counter()
@@ -560,6 +606,10 @@ class Engine:
             report(Progress(done, stop_at, preview))
             return {}
 
+        if self._vae_tiled(plan.width, plan.height):
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
         alphas = pipe.scheduler.alphas_cumprod
         with (DenoiserTap(pipe.unet, alphas, pipe.scheduler.config.prediction_type) as tap,
               seamless_tiling(plan.tile, pipe.vae), tiling):

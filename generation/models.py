@@ -35,6 +35,7 @@ from safetensors.torch import load_file as load_safetensors
 from .builtin import MODEL_DIR as BUILTIN_MODEL_DIR
 from .catalog import ModelVersion
 from .conditioning import PromptEncoder
+from .memory import module_bytes
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,14 @@ class LoadedModel:
     def device(self) -> torch.device:
         return self.text2img.unet.device
 
+    @property
+    def weight_bytes(self) -> int:
+        """The memory its weights take (the pipelines share them; an IP-Adapter's encoder counts)."""
+        modules = [m for m in self.text2img.components.values() if isinstance(m, torch.nn.Module)]
+        if self.ip_adapter is not None:
+            modules.append(self.ip_adapter.image_encoder)
+        return module_bytes(*modules)
+
 
 def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> LoadedModel:
@@ -213,8 +222,9 @@ def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.dev
     if torch.device(device).type != "cpu":
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)  # the engine reports progress itself
-    img2img = img2img_cls.from_pipe(pipe)
-    inpaint = inpaint_cls.from_pipe(pipe)
+    # from_pipe casts the shared weights to its `dtype` argument, float32 when none is given
+    img2img = img2img_cls.from_pipe(pipe, dtype=pipe.dtype)
+    inpaint = inpaint_cls.from_pipe(pipe, dtype=pipe.dtype)
     for derived in (img2img, inpaint):
         derived.set_progress_bar_config(disable=True)
     ip_adapter = None

@@ -134,3 +134,95 @@ def test_library_chatter_goes_to_the_log_at_debug_and_real_warnings_stay_warning
     levels = {record.getMessage()[:12]: record.levelname for record in caplog.records
               if record.name.startswith("diffusers")}
     assert levels == {"There are mo": "DEBUG", "the LoRA has": "WARNING"}
+
+
+def memory_catalog(**memory):
+    from generation.memory import MemorySettings
+
+    catalog = builtin_catalog(second=ModelVersion("second", "builtin", steps=4),
+                              third=ModelVersion("third", "builtin"))
+    return replace(catalog, memory=MemorySettings(**memory))
+
+
+def counting_loads(monkeypatch) -> list[str]:
+    import generation.engine
+
+    loads: list[str] = []
+    real = generation.engine.load_model
+
+    def load(version, *args, **kwargs):
+        loads.append(version.name)
+        return real(version, *args, **kwargs)
+    monkeypatch.setattr(generation.engine, "load_model", load)
+    return loads
+
+
+def test_versions_stay_resident_within_the_budget_and_the_least_recent_goes_first(monkeypatch, request_for):
+    loads = counting_loads(monkeypatch)
+    request = request_for("a red circle --steps 2")
+    size = Engine(memory_catalog()).model("builtin").weight_bytes
+    assert 10 * 2**20 < size < 2 * 2**30  # the built-in model's weights, counted once for three pipelines
+    roomy = Engine(memory_catalog(max_resident_gib=3 * size / 2**30))
+    for version in ["builtin", "second"] * 3:
+        roomy.run(Imagine(on_version(request, version), seed=1, count=1))
+    assert loads[1:] == ["builtin", "second"] and roomy.resident == ("builtin", "second")  # each loaded once
+
+    loads.clear()
+    one_at_a_time = Engine(memory_catalog())  # max_resident_gib = 0: today's one model
+    for version in ["builtin", "second"] * 2:
+        one_at_a_time.run(Imagine(on_version(request, version), seed=1, count=1))
+    assert loads == ["builtin", "second"] * 2 and one_at_a_time.resident == ("second",)
+
+    loads.clear()
+    two = Engine(memory_catalog(max_resident_gib=2.5 * size / 2**30))
+    for version in ["builtin", "second", "builtin", "third"]:  # builtin the more recent of the two
+        two.model(version)
+    assert two.resident == ("builtin", "third")  # "second" was the least recently used
+
+
+def test_a_job_over_the_memory_budget_is_refused_with_a_message_before_it_runs(request_for):
+    from bot.jobs import cause_for_user
+    from generation.memory import JobTooLarge
+
+    size = Engine(memory_catalog()).model("builtin").weight_bytes
+    small = Engine(memory_catalog(budget_gib=1.05 * size / 2**30))
+    events = []
+    with pytest.raises(JobTooLarge) as refused:
+        small.run(Imagine(request_for("a red circle --ar 4:1 --steps 2"), seed=1), report=events.append)
+    assert not events  # refused before the first step
+    assert cause_for_user(refused.value).startswith("this job would need about")
+    assert "--ar" in str(refused.value)
+    roomy = Engine(memory_catalog(budget_gib=size / 2**30 + 0.5))  # the weights and half a GiB of activations
+    assert len(roomy.run(Imagine(request_for("a red circle --steps 2"), seed=1)).images) == 4
+
+
+def test_large_pictures_decode_in_tiles_and_grids_one_picture_at_a_time(engine, request_for):
+    from generation.engine import Upscale
+
+    source_image = engine.run(Imagine(request_for("a red circle on a white background --steps 8"), seed=21)).images[0]
+
+    tiled = Engine(memory_catalog(vae_tiling_above_megapixels=0.01))
+    whole = Engine(memory_catalog(vae_tiling_above_megapixels=0, vae_slicing=False))
+    request = request_for("a red circle on a white background --steps 4")
+    a = tiled.run(Upscale(request, source_image, seed=2)).images[0]
+    vae = tiled.model("builtin").text2img.vae
+    assert vae.use_tiling and vae.use_slicing and not whole.model("builtin").text2img.vae.use_slicing
+    b = whole.run(Upscale(request, source_image, seed=2)).images[0]
+    assert a.size == b.size == (128, 128)
+    assert np.abs(pixels(a) - pixels(b)).mean() < 8  # the same picture, decoded in blended tiles
+    tiled.run(Imagine(request, seed=2, count=1))
+    assert not vae.use_tiling  # a native-size picture decodes whole
+
+
+def test_a_version_may_run_in_bfloat16(request_for):
+    import torch
+
+    from generation.builtin.analysis import dominant_colour
+
+    catalog = builtin_catalog(half=ModelVersion("half", "builtin", dtype="bfloat16"))
+    engine = Engine(catalog)
+    result = engine.run(Imagine(on_version(request_for("a red circle on a white background --steps 8"), "half"),
+                                seed=4, count=1))
+    model = engine.model("half")
+    assert model.text2img.unet.dtype == model.img2img.unet.dtype == torch.bfloat16  # from_pipe kept it
+    assert dominant_colour(result.images[0]) == "red"
