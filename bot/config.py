@@ -53,6 +53,7 @@ class _Version(_Section):
     ip_adapter: str | None = None
     ip_adapter_encoder: str | None = None
     dtype: Literal["float16", "bfloat16", "float32"] | None = None
+    inpaint: str | None = None
 
 
 class _Niji(_Section):
@@ -258,6 +259,7 @@ def _settings_from(file: _File, base: Path) -> Settings:
             ip_adapter=str(_resolve(base, v.ip_adapter)) if v.ip_adapter else None,
             ip_adapter_encoder=str(_resolve(base, v.ip_adapter_encoder)) if v.ip_adapter_encoder else None,
             dtype=v.dtype,
+            inpaint=_model_source(base, v.inpaint) if v.inpaint else None,
         )
         for name, v in models.versions.items()
     }

@@ -41,6 +41,7 @@ class ModelVersion:
     ip_adapter: str | None = None  # image prompts: an IP-Adapter weights file (else img2img from the pictures)
     ip_adapter_encoder: str | None = None  # its CLIP vision folder; None: `image_encoder/` beside the file
     dtype: str | None = None  # "float16", "bfloat16" or "float32"; None: float16 on a GPU, float32 on a CPU
+    inpaint: str | None = None  # an inpainting checkpoint (9-channel UNet) for Vary (Region), zoom, pan, square
 
     @property
     def is_builtin(self) -> bool:

@@ -28,6 +28,7 @@ from diffusers import (
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
+    UNet2DConditionModel,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from safetensors.torch import load_file as load_safetensors
@@ -40,6 +41,8 @@ from .memory import module_bytes
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+LATENT_CHANNELS = 4  # what a text-to-image UNet takes
+INPAINT_CHANNELS = 9  # an inpainting UNet: latents, mask, masked picture's latents
 MAX_LOADED_LORAS = 8  # adapters kept in memory per model; the least recently used goes first
 
 # (steps at --quality 1, guidance at --stylize 100) when config.toml names none
@@ -142,6 +145,35 @@ class ImagePromptAdapter:
             pipe.unload_ip_adapter()
 
 
+def load_inpaint_unet(version: ModelVersion, *, dtype: torch.dtype) -> UNet2DConditionModel:
+    """The UNet of a version's `inpaint` checkpoint (9 input channels: the noisy latents, the mask,
+    the masked picture's latents): a diffusers folder (a pipeline or just the UNet), or one file
+    whose architecture comes from the version's `config` folder."""
+    assert version.inpaint is not None
+    source = version.inpaint
+    common: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    try:
+        if source.endswith(SINGLE_FILE_SUFFIXES):
+            if version.config is None:
+                raise ModelLoadError(f"version {version.name!r}: a single-file inpainting checkpoint needs `config`, "
+                                     f"a local diffusers folder with the version's architecture")
+            unet = UNet2DConditionModel.from_single_file(source, config=version.config, subfolder="unet",
+                                                         num_in_channels=INPAINT_CHANNELS, **common)
+        else:
+            folder = Path(source)
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet" if (folder / "unet").is_dir()
+                                                        else None, **common)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"version {version.name!r}: cannot load the inpainting checkpoint {source}: "
+                             f"{error}") from error
+    if unet.config.in_channels != INPAINT_CHANNELS:
+        raise ModelLoadError(f"version {version.name!r}: {source} is not an inpainting checkpoint (its UNet takes "
+                             f"{unet.config.in_channels} channels, an inpainting one {INPAINT_CHANNELS})")
+    return unet
+
+
 def _read_ip_adapter(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """An IP-Adapter file (the h94 layout: `image_proj.*` and `ip_adapter.*` tensors) as diffusers wants it."""
     if not path.is_file():
@@ -219,12 +251,21 @@ def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.dev
         raise
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"version {version.name!r}: cannot load {source}: {error}") from error
+    if pipe.unet.config.in_channels != LATENT_CHANNELS:
+        raise ModelLoadError(
+            f"version {version.name!r}: {source} is an inpainting checkpoint (its UNet takes "
+            f"{pipe.unet.config.in_channels} channels): give an ordinary checkpoint as `source` and this one as "
+            f"`inpaint`")
     if torch.device(device).type != "cpu":
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)  # the engine reports progress itself
     # from_pipe casts the shared weights to its `dtype` argument, float32 when none is given
     img2img = img2img_cls.from_pipe(pipe, dtype=pipe.dtype)
-    inpaint = inpaint_cls.from_pipe(pipe, dtype=pipe.dtype)
+    if version.inpaint:  # its own UNet; the text encoders, VAE and tokenizers stay shared
+        inpaint_unet = load_inpaint_unet(version, dtype=pipe.dtype).to(pipe.device)
+        inpaint = inpaint_cls.from_pipe(pipe, unet=inpaint_unet, dtype=pipe.dtype)
+    else:
+        inpaint = inpaint_cls.from_pipe(pipe, dtype=pipe.dtype)
     for derived in (img2img, inpaint):
         derived.set_progress_bar_config(disable=True)
     ip_adapter = None

@@ -88,6 +88,7 @@ class DenoiserTap:
         if self.sample is None or self.output is None or self.timestep is None:
             raise RuntimeError("the UNet has not run yet")
         sample, output = self.sample, self.output
+        sample = sample[:, :output.shape[1]]  # an inpainting UNet's input adds the mask and the masked picture
         if output.shape[0] == 2 * images:  # classifier-free guidance: [unconditional, conditional]
             uncond, cond = output.chunk(2)
             output = uncond + guidance_scale * (cond - uncond)

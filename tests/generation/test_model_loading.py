@@ -226,3 +226,65 @@ def test_a_version_may_run_in_bfloat16(request_for):
     model = engine.model("half")
     assert model.text2img.unet.dtype == model.img2img.unet.dtype == torch.bfloat16  # from_pipe kept it
     assert dominant_colour(result.images[0]) == "red"
+
+
+@pytest.fixture(scope="module")
+def inpainting_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """The built-in model with a 9-channel inpainting UNet (random weights): as a folder and as one file."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from helpers.single_file import save_as_single_file
+
+    from generation.builtin import MODEL_DIR
+
+    torch.manual_seed(0)
+    base = StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True)
+    unet = UNet2DConditionModel.from_config({**base.unet.config, "in_channels": 9})
+    folder = tmp_path_factory.mktemp("inpainting")
+    pipe = StableDiffusionInpaintPipeline(**{**base.components, "unet": unet})
+    pipe.save_pretrained(folder / "pipeline")
+    save_as_single_file(pipe, folder / "inpainting.safetensors")
+    return folder / "pipeline", folder / "inpainting.safetensors"
+
+
+def test_an_inpainting_checkpoint_paints_region_zoom_and_pan_and_text_to_image_keeps_the_version(
+        inpainting_checkpoints, request_for):
+    import torch
+
+    from generation.builtin import MODEL_DIR
+    from generation.engine import Outpaint, Repaint
+
+    folder, single = inpainting_checkpoints
+    catalog = builtin_catalog(painter=ModelVersion("painter", "builtin", inpaint=str(folder)),
+                              from_file=ModelVersion("from_file", "builtin", inpaint=str(single),
+                                                     config=str(MODEL_DIR)))
+    engine = Engine(catalog)
+    request = on_version(request_for("a blue square on a yellow background --steps 3"), "painter")
+    model = engine.model("painter")
+    assert model.inpaint.unet.config.in_channels == 9 and model.text2img.unet.config.in_channels == 4
+    assert model.inpaint.vae is model.text2img.vae and model.inpaint.text_encoder is model.text2img.text_encoder
+    calls = {"inpaint": 0, "base": 0}
+    model.inpaint.unet.register_forward_hook(lambda *_: calls.__setitem__("inpaint", calls["inpaint"] + 1))
+    model.text2img.unet.register_forward_hook(lambda *_: calls.__setitem__("base", calls["base"] + 1))
+    source = engine.run(Imagine(request, seed=1, count=1)).images[0]
+    assert calls == {"inpaint": 0, "base": 3}
+    previews = []
+    for job in (Repaint(request, source, seed=2, box=(0.25, 0.25, 0.75, 0.75), count=1),
+                Outpaint(request, source, seed=2, kind="zoom", count=1),
+                Outpaint(request, source, seed=2, kind="pan", direction="left", count=1)):
+        result = engine.run(job, report=previews.append)
+        assert not np.isnan(pixels(result.images[0])).any()
+    assert calls["inpaint"] > 0 and calls["base"] == 3  # the region, zoom and pan ran on the inpainting UNet
+
+    from_file = Engine(catalog).model("from_file")
+    assert from_file.inpaint.unet.config.in_channels == 9
+    assert torch.equal(from_file.inpaint.unet.conv_in.weight, model.inpaint.unet.conv_in.weight)
+
+
+def test_an_inpainting_checkpoint_as_a_version_source_is_refused_with_a_fix(inpainting_checkpoints):
+    folder, _ = inpainting_checkpoints
+    with pytest.raises(ModelLoadError, match=r"is an inpainting checkpoint .* as `inpaint`"):
+        Engine(builtin_catalog(wrong=ModelVersion("wrong", str(folder)))).model("wrong")
+    with pytest.raises(ModelLoadError, match="is not an inpainting checkpoint"):
+        from generation.builtin import MODEL_DIR
+        Engine(builtin_catalog(wrong=ModelVersion("wrong", "builtin", inpaint=str(MODEL_DIR)))).model("wrong")
