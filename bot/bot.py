@@ -27,7 +27,7 @@ from bot.jobs import JobRunner
 from bot.replies import tell_privately
 from bot.rules import CommunityRules, let_in
 from bot.supervisor import PreviousExit
-from bot.work import engine_work
+from bot.work import engine_work, model_of_request
 from generation.executor import Executor, LocalExecutor
 from storage.database import create_engine, create_sessionmaker, upgrade_database
 from storage.images import ImageStore
@@ -100,7 +100,8 @@ class ImagineBot(commands.AutoShardedBot):
                                               device=str(getattr(self.engine, "device", "cpu")))
         self.jobs = JobRunner(self.sessionmaker, self.store, self.executor,
                               engine_work(self.engine, self.store, checker),
-                              caps=self.settings.queue.caps, previous_exit=self.previous_exit)
+                              caps=self.settings.queue.caps, previous_exit=self.previous_exit,
+                              model_of=model_of_request(self.engine), loaded_models=lambda: self.engine.resident)
         await self.jobs.start()
         if self.started_file is not None:
             self.started_file.touch()

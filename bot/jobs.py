@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -64,7 +65,11 @@ def cause_for_user(error: BaseException) -> str:
 class JobRunner:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], store: ImageStore, executor: Executor,
                  make_work: WorkFactory, *, caps: QueueCaps | None = None, max_crashes: int = 3,
-                 max_starts: int = 25, previous_exit: PreviousExit = PreviousExit.UNKNOWN) -> None:
+                 max_starts: int = 25, previous_exit: PreviousExit = PreviousExit.UNKNOWN,
+                 model_of: Callable[[dict[str, Any]], str | None] = lambda request: None,
+                 loaded_models: Callable[[], Collection[str]] = tuple) -> None:
+        """`model_of`: the model version a stored request runs on; `loaded_models`: those loaded
+        now (the scheduler prefers them within bounds; see generation/queue.py)."""
         self.sessionmaker = sessionmaker
         self.store = store
         self.executor = executor
@@ -72,6 +77,8 @@ class JobRunner:
         self.max_crashes = max_crashes
         self.max_starts = max_starts  # a backstop for what a supervisor takes for a kill from outside (OOM)
         self.previous_exit = previous_exit
+        self.model_of = model_of
+        self.loaded_models = loaded_models
         self.scheduler = FairScheduler(caps)
         self._handles: dict[int, JobHandle[GenerationResult]] = {}
         self._listeners: defaultdict[int, list[asyncio.Queue[JobEvent]]] = defaultdict(list)
@@ -145,7 +152,8 @@ class JobRunner:
         requeue += interrupted
         self.recovered = [job.id for job in requeue]
         for job in requeue:  # accepted before the stop: they stay accepted, whatever the caps say now
-            self.scheduler.add(job.id, job.user_id, job.mode.value, guild_id=job.guild_id, enforce_caps=False)
+            self.scheduler.add(job.id, job.user_id, job.mode.value, guild_id=job.guild_id, enforce_caps=False,
+                               model=self.model_of(job.request))
         if requeue:
             log.info("requeued %d unfinished jobs (the last stop: %s)", len(requeue), self.previous_exit.value)
 
@@ -162,7 +170,7 @@ class JobRunner:
                                            guild_id=guild_id, channel_id=channel_id) for job in jobs]
             job_ids = [row.id for row in rows]
         self.scheduler.add_many([(job_id, user_id, mode.value) for job_id in job_ids], guild_id=guild_id,
-                                enforce_caps=False)
+                                enforce_caps=False, models=[self.model_of(job.request) for job in jobs])
         self._wake.set()
         return job_ids
 
@@ -219,7 +227,7 @@ class JobRunner:
             # a slot is taken until the job's images are recorded, not only while it generates: one kill
             # must never find two jobs started
             while (len(self._handles) < self.executor.slots and self.executor.free_slots > 0
-                   and (queued := self.scheduler.take_next()) is not None):
+                   and (queued := self.scheduler.take_next(self.loaded_models())) is not None):
                 try:
                     await self._start(queued.job_id)
                 except Exception:

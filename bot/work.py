@@ -14,7 +14,7 @@ from dataclasses import replace
 from PIL import Image
 
 from bot.jobs import UnsupportedJob, WorkFactory
-from generation.engine import Blend, Engine, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary
+from generation.engine import Blend, Engine, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary, resolve_version
 from generation.executor import CancelToken, Progress, Work
 from generation.prompt import GenerationRequest
 from generation.results import GenerationResult
@@ -80,6 +80,16 @@ def flags_or_all(checker: SafetyChecker, images: list[Image.Image]) -> list[bool
     except Exception:
         log.exception("the safety checker failed; the pictures count as flagged")
         return [True] * len(images)
+
+
+def model_of_request(engine: Engine) -> Callable[[dict], str | None]:
+    """The model version a stored job's request runs on (for the scheduler's preference), or None."""
+    def model_of(request: dict) -> str | None:
+        try:
+            return resolve_version(GenerationRequest.from_dict(request_without_options(request)), engine.catalog).name
+        except (KeyError, TypeError, ValueError):  # a request this configuration no longer knows
+            return None
+    return model_of
 
 
 def engine_work(engine: Engine, store: ImageStore, checker: SafetyChecker | None = None) -> WorkFactory:

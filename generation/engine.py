@@ -357,16 +357,13 @@ class Engine:
         self.preview_every = preview_every
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self._sizes: dict[str, int] = {}  # bytes of each version's weights, once loaded
-
-    @property
-    def resident(self) -> tuple[str, ...]:
-        """The versions loaded now (a job on one of them starts without loading anything)."""
-        return tuple(self._models)
+        self.resident: tuple[str, ...] = ()  # the versions loaded now; replaced whole, so other threads may read it
 
     def model(self, name: str) -> LoadedModel:
         """The loaded version `name`, loading it (and unloading the least recently used) when needed."""
         if name in self._models:
             self._models.move_to_end(name)
+            self.resident = tuple(self._models)
             return self._models[name]
         budget = self.memory.max_resident_gib * GIB
         expected = self._sizes.get(name, 0)
@@ -382,10 +379,12 @@ class Engine:
         self._sizes[name] = model.weight_bytes
         while budget and len(self._models) > 1 and sum(self._sizes[n] for n in self._models) > budget:
             self._unload(next(iter(self._models)))
+        self.resident = tuple(self._models)
         return model
 
     def _unload(self, name: str) -> None:
         del self._models[name]
+        self.resident = tuple(self._models)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         log.info("unloaded model version %s", name)

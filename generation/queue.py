@@ -11,6 +11,13 @@ may have, so one community cannot fill the queue for everyone.
 `order()` and `position()` predict the start order with the same rule `take_next()`
 applies (`start_order`), as users are shown "3rd in the queue".
 
+Models already loaded are preferred, within bounds: when the user whose turn it is
+waits for a model that must be loaded first and a user behind them in the same class
+has a job on a loaded one, that job may go first, but one user is passed over this
+way at most `MODEL_PATIENCE` times in a row (so alternating `--v` and `--niji` users
+switch models less often, and nobody waits more than that many extra starts). The
+predicted positions do not include this reordering.
+
 It holds only ids and is rebuilt from the job table at start-up; the database stays
 the record. Not thread-safe by design: it lives on the event loop, and the executor's
 threads only report back through the loop.
@@ -19,13 +26,14 @@ threads only report back through the loop.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
 
 Mode = Literal["turbo", "fast", "relax"]
 PRIORITY: tuple[Mode, ...] = ("turbo", "fast", "relax")
+MODEL_PATIENCE = 2  # starts a job waiting for a model to load lets go first on loaded models, at most
 
 
 class QueueFull(Exception):
@@ -57,6 +65,7 @@ class QueuedJob:
     user_id: int
     mode: Mode
     guild_id: int | None = None  # None: a DM, not counted against any server's cap
+    model: str | None = None  # the model version it runs on (None: unknown, never preferred)
 
 
 # A job to queue: (job_id, user_id, mode), or with its guild_id last (a rebuild mixes servers).
@@ -97,21 +106,30 @@ class _PriorityClass:
 
     def __init__(self) -> None:
         self.by_user: OrderedDict[int, deque[QueuedJob]] = OrderedDict()  # order = whose turn is next
+        self.passed_over: Counter[int] = Counter()  # times a user's turn went to a job on a loaded model
 
     def add(self, job: QueuedJob) -> None:
         self.by_user.setdefault(job.user_id, deque()).append(job)
 
-    def take(self, may_run: set[int] | None = None) -> QueuedJob | None:
-        """The next job of the first user in turn who may run one; that user goes to the back."""
-        for user_id, jobs in self.by_user.items():
-            if may_run is not None and user_id not in may_run:
-                continue
-            job = jobs.popleft()
-            del self.by_user[user_id]
-            if jobs:
-                self.by_user[user_id] = jobs  # back of the line
-            return job
-        return None
+    def take(self, may_run: set[int] | None = None, loaded: Collection[str] = ()) -> QueuedJob | None:
+        """The next job of the first user in turn who may run one (or, when that job needs a model
+        loaded first, of the next user with a job on a `loaded` model, at most MODEL_PATIENCE times
+        in a row); the user served goes to the back."""
+        in_turn = [user_id for user_id in self.by_user if may_run is None or user_id in may_run]
+        if not in_turn:
+            return None
+        user_id = in_turn[0]
+        if loaded and self.by_user[user_id][0].model not in loaded and self.passed_over[user_id] < MODEL_PATIENCE:
+            ready = next((other for other in in_turn[1:] if self.by_user[other][0].model in loaded), None)
+            if ready is not None:
+                self.passed_over[user_id] += 1
+                user_id = ready
+        jobs = self.by_user.pop(user_id)
+        job = jobs.popleft()
+        if jobs:
+            self.by_user[user_id] = jobs  # back of the line
+        self.passed_over.pop(user_id, None)
+        return job
 
     def remove(self, job_id: int) -> QueuedJob | None:
         for user_id, jobs in self.by_user.items():
@@ -120,6 +138,7 @@ class _PriorityClass:
                     jobs.remove(job)
                     if not jobs:
                         del self.by_user[user_id]
+                        self.passed_over.pop(user_id, None)
                     return job
         return None
 
@@ -147,7 +166,7 @@ class FairScheduler:
     # --- adding and taking -------------------------------------------------------
 
     def add(self, job_id: int, user_id: int, mode: Mode, *, enforce_caps: bool = True,
-            guild_id: int | None = None, queued: Mapping[str, int] | None = None) -> int:
+            guild_id: int | None = None, queued: Mapping[str, int] | None = None, model: str | None = None) -> int:
         """Queue a job; returns its position (0 = next to start). Over a cap: `QueueFull`.
 
         `queued` replaces the per-user waiting caps for this call (a role with a bigger
@@ -162,7 +181,7 @@ class FairScheduler:
                 raise QueueFull(f"you already have {waiting} {mode} jobs waiting (the limit is {cap}): "
                                 "wait for some to finish, or cancel one with /cancel")
             self._check_guilds(Counter({guild_id: 1}))
-        self._enqueue(QueuedJob(job_id, user_id, mode, guild_id))
+        self._enqueue(QueuedJob(job_id, user_id, mode, guild_id, model))
         return self.position(job_id) or 0
 
     def check_caps(self, wanted: list[tuple[int, Mode]], *, guild_id: int | None = None,
@@ -175,14 +194,16 @@ class FairScheduler:
         self._check_guilds(Counter({guild_id: len(wanted)}))
 
     def add_many(self, jobs: Sequence[JobSpec], *, enforce_caps: bool = True, guild_id: int | None = None,
-                 queued: Mapping[str, int] | None = None) -> None:
+                 queued: Mapping[str, int] | None = None, models: Sequence[str | None] = ()) -> None:
         """Queue several jobs of one request all or nothing: the caps are checked for the whole batch.
 
-        A job's own guild_id (a 4th item, as a rebuild gives) wins over `guild_id`.
+        A job's own guild_id (a 4th item, as a rebuild gives) wins over `guild_id`; `models`,
+        when given, names each job's model version.
         """
         batch = []
-        for job_id, user_id, mode, *own_guild in jobs:
-            batch.append(QueuedJob(job_id, user_id, mode, own_guild[0] if own_guild else guild_id))
+        for number, (job_id, user_id, mode, *own_guild) in enumerate(jobs):
+            model = models[number] if models else None
+            batch.append(QueuedJob(job_id, user_id, mode, own_guild[0] if own_guild else guild_id, model))
         for job in batch:
             if job.mode not in self._classes:
                 raise ValueError(f"unknown mode {job.mode!r} (job {job.job_id})")
@@ -192,14 +213,15 @@ class FairScheduler:
         for job in batch:
             self._enqueue(job)
 
-    def take_next(self) -> QueuedJob | None:
-        """The job to start now (marked running), or None when nothing may start."""
+    def take_next(self, loaded: Collection[str] = ()) -> QueuedJob | None:
+        """The job to start now (marked running), or None when nothing may start; `loaded`: the
+        model versions loaded now, preferred within MODEL_PATIENCE."""
         startable = {mode: {user for user in self._classes[mode].by_user if self._may_start(user, mode)}
                      for mode in PRIORITY}
         relax_waits = bool(startable["relax"])
         due = relax_waits and relax_is_due(self.caps.relax_every, self._passed_over)
         for mode in ("relax",) if due else PRIORITY:
-            job = self._classes[mode].take(startable[mode])
+            job = self._classes[mode].take(startable[mode], loaded)
             if job is not None:
                 self._running[job.job_id] = job
                 if mode == "relax":

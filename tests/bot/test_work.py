@@ -89,3 +89,23 @@ async def test_a_job_the_engine_cannot_run_fails_with_a_message_and_the_queue_go
 
     after, _ = await run_to_end(runner, sessionmaker, new_imagine(request_for(prompt), prompt))
     assert after.state == JobState.DONE and len(after.images) == 4
+
+
+async def test_the_runner_queues_each_job_with_its_model_and_prefers_the_loaded_one(sessionmaker, engine, tmp_path,
+                                                                                     request_for):
+    """What the scheduler sees: each stored request's model (None for one config.toml no longer has),
+    and the engine's loaded models (here said to be "builtin"); nothing is started."""
+    from dataclasses import replace
+
+    from bot.work import model_of_request
+
+    store = ImageStore(tmp_path / "images")
+    runner = JobRunner(sessionmaker, store, LocalExecutor(), engine_work(engine, store),
+                       model_of=model_of_request(engine), loaded_models=lambda: ("builtin",))
+    request = request_for("a red circle --steps 2")
+    retired = replace(request, params=replace(request.params, version="retired"))
+    await runner.submit(user_id=7, mode=QueueMode.FAST, jobs=[new_imagine(retired, "a red circle --v retired")])
+    await runner.submit(user_id=8, mode=QueueMode.FAST, jobs=[new_imagine(request, "a red circle")])
+    assert [job.model for job in runner.scheduler.order()] == [None, "builtin"]
+    assert runner.scheduler.take_next(runner.loaded_models()).user_id == 8  # the loaded model first
+    await runner.executor.close()

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from generation.queue import FairScheduler, QueueCaps, QueueFull
+from generation.queue import MODEL_PATIENCE, FairScheduler, QueueCaps, QueueFull
 
 UNCAPPED = QueueCaps(running={"turbo": 99, "fast": 99, "relax": 99}, queued={"turbo": 99, "fast": 99, "relax": 99})
 
@@ -291,3 +291,46 @@ def test_a_request_may_carry_its_own_queued_caps():
     with pytest.raises(QueueFull, match=r"this would put 1 of your relax jobs in the queue \(the limit is 0\)"):
         scheduler.check_caps([(2, "relax")], queued={"relax": 0})  # a smaller allowance holds too
     scheduler.check_caps([(2, "turbo")] * 2, queued={"relax": 0})  # a mode it does not name: the plain cap
+
+
+def run_with_one_loaded_model(scheduler: FairScheduler, *, prefer: bool = True) -> tuple[list[int], int]:
+    """Start everything as a one-model engine would (the last job's model stays loaded); count the switches."""
+    started, loaded, switches = [], None, 0
+    while (job := scheduler.take_next(loaded=(loaded,) if loaded and prefer else ())) is not None:
+        switches += loaded is not None and job.model != loaded
+        loaded = job.model
+        started.append(job.job_id)
+        scheduler.finish(job.job_id)
+    return started, switches
+
+
+def test_jobs_on_the_loaded_model_go_first_within_bounds():
+    """Four users alternate between two versions: preferring the loaded model at least halves the
+    switches, every job starts once, and none starts more than MODEL_PATIENCE turns later."""
+    def queue() -> FairScheduler:
+        scheduler = FairScheduler(UNCAPPED)
+        for round_ in range(4):
+            for user in range(4):
+                scheduler.add(10 * user + round_, user_id=user, mode="fast", model="v6" if user % 2 else "niji")
+        return scheduler
+
+    fair_order, switches_without = run_with_one_loaded_model(queue(), prefer=False)
+    preferred, switches = run_with_one_loaded_model(queue())
+    assert switches_without == 15 and switches <= switches_without // 2
+    assert sorted(preferred) == sorted(fair_order)
+    for job_id in fair_order:
+        assert preferred.index(job_id) - fair_order.index(job_id) <= MODEL_PATIENCE * 4
+
+
+def test_a_user_waiting_for_a_model_is_passed_over_at_most_patience_times():
+    scheduler = FairScheduler(UNCAPPED)
+    scheduler.add(1, user_id=1, mode="fast", model="niji")
+    for user in range(2, 8):
+        scheduler.add(user, user_id=user, mode="fast", model="v6")
+    order = [scheduler.take_next(loaded=("v6",)).job_id for _ in range(MODEL_PATIENCE + 1)]
+    assert order == [*range(2, 2 + MODEL_PATIENCE), 1]
+    assert scheduler.take_next(loaded=("niji",)).job_id == 2 + MODEL_PATIENCE  # nothing on niji waits: in turn
+    unknown = FairScheduler(UNCAPPED)  # a job whose model is unknown is never preferred, and waits within the bound
+    unknown.add(1, user_id=1, mode="fast")
+    unknown.add(2, user_id=2, mode="fast", model="v6")
+    assert [unknown.take_next(loaded=("v6",)).job_id for _ in range(2)] == [2, 1]
