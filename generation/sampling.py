@@ -65,7 +65,7 @@ class DenoiserTap:
         self._prediction_type = prediction_type
         self._handle = None
         self.sample: torch.Tensor | None = None
-        self.timestep: float | None = None
+        self.timestep: torch.Tensor | float | None = None  # read as a number only when an estimate is asked
         self.output: torch.Tensor | None = None
 
     def __enter__(self) -> DenoiserTap:
@@ -79,8 +79,8 @@ class DenoiserTap:
 
     def _record(self, module, args, kwargs, output) -> None:
         self.sample = args[0] if args else kwargs["sample"]
-        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-        self.timestep = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+        # kept as given: float() of a GPU tensor here would make the CPU wait for the GPU at every step
+        self.timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         self.output = output[0] if isinstance(output, tuple) else output.sample
 
     def estimate_x0(self, images: int, guidance_scale: float) -> torch.Tensor:
@@ -94,7 +94,8 @@ class DenoiserTap:
             output = uncond + guidance_scale * (cond - uncond)
             sample = sample.chunk(2)[1]
         sample, output = sample[:images].float(), output[:images].float()
-        alpha = float(np.interp(self.timestep, np.arange(len(self._alphas)), self._alphas))
+        timestep = float(self.timestep.flatten()[0]) if torch.is_tensor(self.timestep) else float(self.timestep)
+        alpha = float(np.interp(timestep, np.arange(len(self._alphas)), self._alphas))
         a, s = math.sqrt(alpha), math.sqrt(1 - alpha)
         if self._prediction_type == "v_prediction":
             return a * sample - s * output
