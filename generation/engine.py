@@ -31,6 +31,7 @@ from .executor import CancelToken, JobCancelled, Progress
 from .infotext import PROMPT_FIELD, quote
 from .memory import GIB, JobTooLarge, device_memory_bytes, estimate_peak_bytes, too_large_message, torch_dtype
 from .models import LoadedModel, LoraChoice, load_model
+from .previews import preview_image, projection_for
 from .prompt import GenerationRequest, Segment
 from .results import GenerationResult
 from .samplers import WEBUI_LABELS, make_scheduler, sampler_name_of
@@ -56,7 +57,7 @@ PREVIEW_EVERY = 5  # steps between preview images
 # its background colour from them), so wrapping from the first step loses the prompt's
 # colours; composition is settled early, and the later steps still make the edges meet.
 TILE_UNET_FROM = 0.3
-PREVIEW_SIDE = 256  # previews are at most this wide or high
+PREVIEW_SIDE = 256  # previews are this wide or high (the longer side), projected from the latents
 
 
 # ---------------------------------------------------------------------------
@@ -586,6 +587,7 @@ class Engine:
         stop_fraction = plan.stop / 100
 
         tiling = contextlib.ExitStack()
+        projection = projection_for(model.version.family, model.version.is_builtin)
 
         def on_step_end(pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
             if token.cancelled:
@@ -601,7 +603,7 @@ class Engine:
                 return {"latents": latents.to(callback_kwargs["latents"].dtype)}
             preview = None
             if self.preview_every and done % self.preview_every == 0 and done < stop_at:
-                preview = self._preview(pipe, tap.estimate_x0(1, plan.cfg))
+                preview = preview_image(tap.estimate_x0(1, plan.cfg), projection, PREVIEW_SIDE)
             report(Progress(done, stop_at, preview))
             return {}
 
@@ -618,12 +620,3 @@ class Engine:
                 callback_on_step_end=on_step_end,
             )
         return list(output.images)
-
-    @torch.no_grad()
-    def _preview(self, pipe, latents: torch.Tensor) -> Image.Image:
-        """The first image's current estimate, decoded small (shown while the job runs)."""
-        vae = pipe.vae
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        image = pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
-        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-        return image

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from generation.builtin.analysis import background_colour, colour_share, dominant_colour, outline_darkness
 from generation.conditioning import PromptEncoder, compel_prompt, parse_emphasis
@@ -323,7 +324,26 @@ def test_progress_reports_every_step_with_previews(engine, request_for):
     assert [e.step for e in events] == list(range(1, 11))
     assert {e.total for e in events} == {10}
     assert [e.step for e in events if e.preview is not None] == [5]
-    assert events[4].preview.size == (64, 64)
+    assert events[4].preview.size == (256, 256)  # projected from the latents, enlarged for display
+
+
+def test_a_preview_shows_the_colours_and_layout_its_picture_ends_with(engine, request_for):
+    """Each preview (half-way, from the latents) is closer in its 4×4 cells' colours to its own final
+    picture than to any other prompt's."""
+    prompts = ["a red circle on a white background", "a blue square on a yellow background",
+               "a yellow triangle on a black background", "two green stars on a white background"]
+    previews, finals = [], []
+    for prompt in prompts:
+        events = []
+        result = engine.run(Imagine(request_for(f"{prompt} --steps 10"), seed=3, count=1), report=events.append)
+        previews.append(next(e.preview for e in events if e.preview is not None))
+        finals.append(result.images[0])
+
+    def cells(image) -> np.ndarray:
+        return pixels(image.resize((4, 4), Image.Resampling.BOX))
+    for index, preview in enumerate(previews):
+        gaps = [np.abs(cells(preview) - cells(final)).mean() for final in finals]
+        assert int(np.argmin(gaps)) == index, (prompts[index], [round(gap, 1) for gap in gaps])
 
 
 def test_stop_reports_progress_up_to_where_it_stops(engine, request_for):
