@@ -35,7 +35,7 @@ from .previews import preview_image, projection_for
 from .prompt import GenerationRequest, Segment
 from .results import GenerationResult
 from .samplers import WEBUI_LABELS, make_scheduler, sampler_name_of
-from .sampling import DenoiserTap, initial_noise, perturb_embeddings, seamless_tiling
+from .sampling import DenoiserTap, chaos_guidance, initial_noise, perturb_embeddings, seamless_tiling
 from .sizes import output_size, size_unit
 
 log = logging.getLogger(__name__)
@@ -596,14 +596,17 @@ class Engine:
             if plan.tile and done == math.ceil(total * TILE_UNET_FROM):
                 tiling.enter_context(seamless_tiling(True, pipe.unet))
             stop_at = max(1, math.ceil(total * stop_fraction))
+            guidance = pipe.guidance_scale  # the step that just ran
+            # the next step's (--chaos); diffusers' callback docs change guidance this way ("dynamic CFG")
+            pipe._guidance_scale = chaos_guidance(plan.cfg, plan.chaos / 100, done, total)
             if done >= stop_at and done < total:  # --stop: decode the current estimate
                 pipe._interrupt = True  # diffusers' documented way to end the loop early
                 report(Progress(stop_at, stop_at))
-                latents = tap.estimate_x0(images, plan.cfg)
+                latents = tap.estimate_x0(images, guidance)
                 return {"latents": latents.to(callback_kwargs["latents"].dtype)}
             preview = None
             if self.preview_every and done % self.preview_every == 0 and done < stop_at:
-                preview = preview_image(tap.estimate_x0(1, plan.cfg), projection, PREVIEW_SIDE)
+                preview = preview_image(tap.estimate_x0(1, guidance), projection, PREVIEW_SIDE)
             report(Progress(done, stop_at, preview))
             return {}
 
@@ -616,7 +619,8 @@ class Engine:
               seamless_tiling(plan.tile, pipe.vae), tiling):
             output = pipe(
                 **conditioning.as_pipeline_kwargs(), **inputs,
-                num_inference_steps=plan.steps, guidance_scale=plan.cfg, generator=generators,
+                num_inference_steps=plan.steps, generator=generators,
+                guidance_scale=chaos_guidance(plan.cfg, plan.chaos / 100, 0, plan.steps),
                 callback_on_step_end=on_step_end,
             )
         return list(output.images)

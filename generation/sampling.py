@@ -1,8 +1,8 @@
 """Small pieces the engine adds around a diffusers pipeline call.
 
 - `initial_noise`: one seed per image (CPU generators, so a seed gives the same picture
-  on any device), plus `--chaos`'s low-frequency push that makes a grid's images
-  differ in layout and colour, not only in detail;
+  on any device);
+- `--chaos`: what makes a grid's images differ in composition, not only in detail (below);
 - `DenoiserTap`: reads the UNet's last noise prediction, so the engine can show what
   the picture is becoming (previews) and stop early on that estimate (`--stop`);
 - `seamless_tiling`: circular padding in every convolution for `--tile`, undone after.
@@ -18,34 +18,76 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# --chaos C (0–100) acts in three ways, each scaled by C/100 and each keeping a picture a picture:
+# - the first steps run with little guidance. Guidance is what makes a grid alike (every image is
+#   pulled to the prompt's most likely picture), and the composition is settled in the first steps
+#   (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval"): left unguided, the
+#   layout, size and the colours the prompt leaves open vary; the later steps, guided, still draw
+#   the prompt's subject;
+# - each image reads the prompt a little differently (its embedding nudged by its own seed);
+# - a small coarse part in the start noise, moving whole regions.
+# The coarse part is small because a model cannot remove low-frequency noise it never saw in
+# training: at 60 % of the variance (the first version) the grid came out as pale fields with
+# nothing drawn. Measured on the built-in model, 4 prompts × 3 seeds, 20 steps, pictures that
+# show the prompt's colour and shape out of 48 / mean pixel distance between a grid's images:
+# chaos 0: 44 / 16.7; first version at 100: 10 / 48.8; these settings at 100: 44 / 34.4.
+CHAOS_FREE_SHARE = 0.2  # at chaos 100, this share of the first steps runs...
+CHAOS_EARLY_GUIDANCE = 1.0  # ...at this guidance (at chaos C: C/100 of the way from cfg to it)
+CHAOS_NUDGE = 0.5  # at chaos 100, the embedding nudge's spread, as a share of the embedding's
+CHAOS_COARSE_SHARE = 0.05  # at chaos 100, the share of the start noise's variance that is coarse
+COARSE_GRID = 3  # the coarse noise: this many values a side, smoothly upsampled
+
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, int, int], chaos: float) -> torch.Tensor:
     """Unit Gaussian latents, one image per seed; `chaos` (0–1) mixes in coarse noise.
 
     The coarse part (a 3×3 grid of values, smoothly upsampled) moves whole regions of the
-    picture (where the subject sits, which colour dominates), which is what makes a grid
-    with chaos look less alike. The mix keeps unit variance, so schedulers see ordinary noise.
+    picture (where the subject sits, which colour dominates). Both parts are unit Gaussian at
+    every element (the coarse one is divided by the interpolation's own spread at each
+    position), and so is their mix: the scheduler sees the variance it expects everywhere.
     """
     channels, height, width = shape
+    spread = _coarse_spread(height, width)
     images = []
     for seed in seeds:
         generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn((1, channels, height, width), generator=generator)
         if chaos > 0:
-            coarse = torch.randn((1, channels, 3, 3), generator=generator)
-            coarse = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
-            coarse = coarse / coarse.std().clamp_min(1e-6)
-            share = 0.6 * chaos
+            coarse = torch.randn((1, channels, COARSE_GRID, COARSE_GRID), generator=generator)
+            coarse = _upsample(coarse, height, width) / spread
+            share = CHAOS_COARSE_SHARE * chaos
             noise = math.sqrt(1 - share) * noise + math.sqrt(share) * coarse
         images.append(noise)
     return torch.cat(images)
+
+
+def _upsample(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=True)
+
+
+def _coarse_spread(height: int, width: int) -> torch.Tensor:
+    """Per position, the standard deviation of the upsampled coarse noise: the interpolation is
+    linear in the grid's independent unit values, so it is the norm of each position's weights."""
+    basis = torch.eye(COARSE_GRID * COARSE_GRID).reshape(-1, 1, COARSE_GRID, COARSE_GRID)
+    weights = _upsample(basis, height, width)
+    return weights.square().sum(dim=0, keepdim=True).sqrt()
+
+
+def chaos_guidance(cfg: float, chaos: float, step: int, total: int) -> float:
+    """The guidance for step `step` (0-based) of `total` under `--chaos` (0–1).
+
+    Never 1 or below: diffusers decides once, from the first step's guidance, whether to run
+    the unconditional half of the batch at all, and the later steps need it."""
+    if cfg <= 1 or chaos <= 0 or step >= math.ceil(CHAOS_FREE_SHARE * chaos * total):
+        return cfg
+    return max(1.001, cfg + (CHAOS_EARLY_GUIDANCE - cfg) * chaos)
 
 
 def perturb_embeddings(embeds: torch.Tensor, seeds: Sequence[int], chaos: float) -> torch.Tensor:
     """Each image's prompt embedding nudged by its own seed (`--chaos`): the prompt read a little differently."""
     if chaos <= 0:
         return embeds
-    scale = 0.25 * chaos * embeds.std()
+    scale = CHAOS_NUDGE * chaos * embeds.std()
     nudges = [torch.randn(embeds.shape[1:], generator=torch.Generator("cpu").manual_seed(seed ^ 0x5EED))
               for seed in seeds]
     return embeds + scale * torch.stack(nudges).to(embeds.device, embeds.dtype)

@@ -14,7 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.builtin.analysis import background_colour, colour_share, dominant_colour, outline_darkness
+from generation.builtin.analysis import (
+    background_colour,
+    classify_shape,
+    colour_share,
+    dominant_colour,
+    outline_darkness,
+)
 from generation.conditioning import PromptEncoder, compel_prompt, parse_emphasis
 from generation.engine import (
     Engine,
@@ -26,6 +32,7 @@ from generation.engine import (
 )
 from generation.executor import CancelToken, JobCancelled
 from generation.prompt import Segment
+from generation.sampling import chaos_guidance, initial_noise
 
 FAST = "--steps 10"
 
@@ -147,13 +154,47 @@ def test_same_seed_same_pixels_and_seeds_count_up(engine, request_for):
     assert image_seeds(2**32 - 2, 4) == (2**32 - 2, 2**32 - 1, 0, 1)
 
 
-def test_chaos_makes_the_grid_more_diverse(engine, request_for):
-    def spread(chaos: int) -> float:
-        images = engine.run(Imagine(request_for(f"a red circle on a white background --chaos {chaos} {FAST}"),
-                                    seed=5)).images
-        return float(np.mean([distance(a, b) for a, b in itertools.combinations(images, 2)]))
-    calm, wild = spread(0), spread(100)
-    assert wild > 2 * calm
+CHAOS_PROMPTS = [("red", "circle", "a red circle"), ("red", "circle", "a red circle on a white background"),
+                 ("blue", "square", "a blue square on a yellow background"),
+                 ("green", "triangle", "a green triangle on a white background")]
+
+
+def test_chaos_varies_the_grid_and_every_picture_still_shows_the_prompt(engine, request_for):
+    """--chaos 100 against 0 over 4 prompts × 2 seeds: the grids differ more, and each picture still
+    has the named colour (no pale empty fields, which the first --chaos gave) and, as often as at
+    chaos 0 but one, the named shape (the model's own squares read as circles now and then)."""
+    spreads: dict[int, list[float]] = {0: [], 100: []}
+    shapes_right = {0: 0, 100: 0}
+    for (colour, shape, prompt), seed in itertools.product(CHAOS_PROMPTS, (21, 8)):
+        for chaos in (0, 100):
+            images = engine.run(Imagine(request_for(f"{prompt} --chaos {chaos} --steps 20"), seed=seed)).images
+            spreads[chaos].append(np.mean([distance(a, b) for a, b in itertools.combinations(images, 2)]))
+            shapes_right[chaos] += sum(classify_shape(image, colour) == shape for image in images)
+            if chaos == 100:
+                shares = [round(colour_share(image, colour), 3) for image in images]
+                assert min(shares) > 0.02, (prompt, seed, shares)
+    calm, wild = np.mean(spreads[0]), np.mean(spreads[100])
+    assert wild > 1.5 * calm, (calm, wild)
+    assert shapes_right[100] >= shapes_right[0] - 1 and shapes_right[100] >= 0.85 * 32, shapes_right
+
+
+def test_chaos_start_noise_is_unit_gaussian_at_every_element():
+    """The scheduler expects unit variance everywhere: the coarse part must not make some places
+    (its grid's nodes) louder than others (the cells between them)."""
+    noise = initial_noise(list(range(400)), (4, 16, 24), chaos=1.0)
+    variance = noise.var(dim=0).mean(dim=0)  # per position, over seeds and channels: 1600 values each
+    assert abs(float(noise.mean())) < 0.02
+    assert float((variance - 1).abs().max()) < 0.15, variance
+    assert not torch.equal(noise, initial_noise(list(range(400)), (4, 16, 24), chaos=0.0))
+
+
+def test_chaos_lowers_guidance_only_in_the_first_steps():
+    assert [chaos_guidance(7.0, 0.0, step, 20) for step in range(20)] == [7.0] * 20
+    wild = [chaos_guidance(7.0, 1.0, step, 20) for step in range(20)]
+    assert all(1 < g < 1.01 for g in wild[:4]) and wild[4:] == [7.0] * 16  # CHAOS_FREE_SHARE: the first 20 %
+    half = [chaos_guidance(7.0, 0.5, step, 20) for step in range(20)]
+    assert half[:2] == [4.0, 4.0] and half[2:] == [7.0] * 18
+    assert chaos_guidance(1.0, 1.0, 0, 20) == 1.0  # no guidance to lower
 
 
 def test_stop_gives_a_softer_picture(engine, request_for):
