@@ -58,6 +58,11 @@ PREVIEW_EVERY = 5  # steps between preview images
 # colours; composition is settled early, and the later steps still make the edges meet.
 TILE_UNET_FROM = 0.3
 PREVIEW_SIDE = 256  # previews are this wide or high (the longer side), projected from the latents
+# Outpaints on a 4-channel UNet: the band of the new area along the old picture (Canvas.held)
+# is held to the prefilled canvas for this share of the steps, so the composition forms away
+# from the old picture's edge (a shape begun across it was cut straight by it) and the band is
+# painted to match both sides once the layout is set.
+HELD_SHARE = 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -198,6 +203,12 @@ class GenerationPlan:
             "stylize": self.stylize, "tile": self.tile, "style_suffix": self.style_suffix,
             "loras": [{"name": lora.name, "weight": lora.weight} for lora in self.loras],
         }
+
+
+def latent_mask(mask: Image.Image, vae_factor: int) -> torch.Tensor:
+    """A mask on the latent grid as the inpainting pipelines keep it: (1, 1, h, w), 1.0 = paint."""
+    cells = mask.resize((mask.width // vae_factor, mask.height // vae_factor), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(cells) > 127).float()[None, None]
 
 
 def denoising_schedule(steps: int, strength: float) -> int:
@@ -390,8 +401,8 @@ class Engine:
             torch.cuda.empty_cache()
         log.info("unloaded model version %s", name)
 
-    def check_fits(self, model: LoadedModel, plan: GenerationPlan, images: int) -> None:
-        """Refuse a job whose estimated peak memory exceeds the budget, before it starts."""
+    def check_fits(self, model: LoadedModel, plan: GenerationPlan, images: int) -> int:
+        """Refuse a job whose estimated peak memory exceeds the budget, before it starts; else its estimate."""
         budget = int(self.memory.budget_gib * GIB) or device_memory_bytes(self.device)
         if plan.width * plan.height > 4 * model.native_side**2:  # upscaled in native-size tiles, one at a time
             width = height = model.native_side
@@ -406,6 +417,7 @@ class Engine:
             tile_side=int(getattr(vae, "tile_sample_min_size", 0) or model.native_side))
         if needed > budget:
             raise JobTooLarge(too_large_message(needed, budget))
+        return needed
 
     def _vae_tiled(self, width: int, height: int) -> bool:
         threshold = self.memory.vae_tiling_above_megapixels
@@ -471,7 +483,7 @@ class Engine:
             return zoom_out(source, job.factor, model.alignment)
         if job.kind == "pan":
             return pan(source, job.direction, model.alignment)
-        return make_square(source)
+        return make_square(source, model.alignment)
 
     def _paint(self, job: EngineJob, model: LoadedModel, plan: GenerationPlan, conditioning: Conditioning,
                seeds: tuple[int, ...], report: Report, token: CancelToken) -> tuple[list[Image.Image], dict[str, Any]]:
@@ -505,8 +517,13 @@ class Engine:
             images = self._image_to_image(model, plan, conditioning, starts, strength, seeds, report, token)
             return images, {"Denoising strength": strength, "Blend": len(job.sources)}
         canvas = self._canvas(job, model)
-        painted = self._denoise(model, model.inpaint, plan, conditioning.repeat(len(seeds)), seeds, report, token,
-                                image=[canvas.image] * len(seeds), mask_image=[canvas.mask] * len(seeds),
+        pipe = model.inpaint
+        release = None
+        if canvas.held is not None and pipe.unet.config.in_channels == 4 and plan.steps >= 2:
+            release = latent_mask(canvas.mask, pipe.vae_scale_factor)
+        painted = self._denoise(model, pipe, plan, conditioning.repeat(len(seeds)), seeds, report, token,
+                                release_mask=release, image=[canvas.image] * len(seeds),
+                                mask_image=[canvas.mask if release is None else canvas.first_mask()] * len(seeds),
                                 strength=strength, width=plan.width, height=plan.height)
         what = ("Region " + ",".join(f"{edge:g}" for edge in job.box) if isinstance(job, Repaint)
                 else f"zoom {job.factor:g}x" if job.kind == "zoom" else f"pan {job.direction}"
@@ -579,8 +596,12 @@ class Engine:
         return Image.fromarray(np.clip(np.round(total / weight), 0, 255).astype(np.uint8))
 
     def _denoise(self, model: LoadedModel, pipe, plan: GenerationPlan, conditioning: Conditioning,
-                 seeds: tuple[int, ...], report: Report, token: CancelToken, **inputs: Any) -> list[Image.Image]:
-        """One pipeline call with the job's sampler, tiling and per-step callback."""
+                 seeds: tuple[int, ...], report: Report, token: CancelToken,
+                 release_mask: torch.Tensor | None = None, **inputs: Any) -> list[Image.Image]:
+        """One pipeline call with the job's sampler, tiling and per-step callback.
+
+        `release_mask` (an inpainting pipeline's whole mask, latent-sized): from HELD_SHARE of
+        the steps on, the band held back by the first mask is painted too (`Canvas.held`)."""
         pipe.scheduler = make_scheduler(plan.sampler_name, model.base_scheduler, seeds)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         images = len(seeds)
@@ -604,11 +625,15 @@ class Engine:
                 report(Progress(stop_at, stop_at))
                 latents = tap.estimate_x0(images, guidance)
                 return {"latents": latents.to(callback_kwargs["latents"].dtype)}
+            released = {}
+            if release_mask is not None and done == math.ceil(total * HELD_SHARE):
+                mask = callback_kwargs["mask"]
+                released["mask"] = torch.maximum(mask, release_mask.to(mask.device, mask.dtype))
             preview = None
             if self.preview_every and done % self.preview_every == 0 and done < stop_at:
                 preview = preview_image(tap.estimate_x0(1, guidance), projection, PREVIEW_SIDE)
             report(Progress(done, stop_at, preview))
-            return {}
+            return released
 
         if self._vae_tiled(plan.width, plan.height):
             pipe.vae.enable_tiling()
@@ -622,5 +647,6 @@ class Engine:
                 num_inference_steps=plan.steps, generator=generators,
                 guidance_scale=chaos_guidance(plan.cfg, plan.chaos / 100, 0, plan.steps),
                 callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents", "mask"] if release_mask is not None else ["latents"],
             )
         return list(output.images)

@@ -69,8 +69,12 @@ class LoraChoice:
 class LoraAdapters:
     """peft adapters on one pipeline: each file loaded once, weighted per job, off between jobs."""
 
-    def __init__(self, pipe: DiffusionPipeline, lora_dir: Path, capacity: int = MAX_LOADED_LORAS) -> None:
+    def __init__(self, pipe: DiffusionPipeline, lora_dir: Path, capacity: int = MAX_LOADED_LORAS,
+                 other_unets: Sequence[UNet2DConditionModel] = ()) -> None:
         self._pipe = pipe
+        # UNets of the version that are not `pipe`'s (an inpainting checkpoint's): the LoRA's UNet part
+        # goes into them as well; the text encoders are shared, so their part is in once
+        self._other_unets = tuple(other_unets)
         self._dir = lora_dir
         self._capacity = capacity
         self._loaded: OrderedDict[str, str] = OrderedDict()  # file name -> adapter name
@@ -85,10 +89,16 @@ class LoraAdapters:
         if not choices:
             if self._loaded:
                 self._pipe.disable_lora()
+                for unet in self._other_unets:
+                    unet.disable_lora()
             return
         names = [self._ensure_loaded(choice.name) for choice in choices]
+        weights = [choice.weight for choice in choices]
         self._pipe.enable_lora()
-        self._pipe.set_adapters(names, adapter_weights=[choice.weight for choice in choices])
+        self._pipe.set_adapters(names, adapter_weights=weights)
+        for unet in self._other_unets:
+            unet.enable_lora()
+            unet.set_adapters(names, weights=weights)
 
     def deactivate(self) -> None:
         self.activate(())
@@ -105,11 +115,18 @@ class LoraAdapters:
         with warnings.catch_warnings():  # several adapters on one model is the point here
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             self._pipe.load_lora_weights(str(path), adapter_name=adapter)
+            if self._other_unets:
+                state_dict, alphas = self._pipe.lora_state_dict(str(path))  # kohya/WebUI keys converted
+                for unet in self._other_unets:
+                    unet.load_lora_adapter(dict(state_dict), network_alphas=alphas, prefix="unet",
+                                           adapter_name=adapter)
         self._loaded[name] = adapter
         log.info("loaded LoRA %s as adapter %s", name, adapter)
         if len(self._loaded) > self._capacity:
             _, oldest = self._loaded.popitem(last=False)
             self._pipe.delete_adapters(oldest)
+            for unet in self._other_unets:
+                unet.delete_adapters(oldest)
         return adapter
 
 
@@ -281,7 +298,7 @@ def load_model(version: ModelVersion, lora_dir: Path, *, device: str | torch.dev
         img2img=img2img,
         inpaint=inpaint,
         encoder=PromptEncoder(pipe),
-        loras=LoraAdapters(pipe, lora_dir),
+        loras=LoraAdapters(pipe, lora_dir, other_unets=[inpaint.unet] if inpaint.unet is not pipe.unet else []),
         base_scheduler=pipe.scheduler,
         default_steps=version.steps or family_steps,
         default_cfg=version.cfg if version.cfg is not None else family_cfg,

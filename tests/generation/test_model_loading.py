@@ -288,3 +288,30 @@ def test_an_inpainting_checkpoint_as_a_version_source_is_refused_with_a_fix(inpa
     with pytest.raises(ModelLoadError, match="is not an inpainting checkpoint"):
         from generation.builtin import MODEL_DIR
         Engine(builtin_catalog(wrong=ModelVersion("wrong", "builtin", inpaint=str(MODEL_DIR)))).model("wrong")
+
+
+def test_a_jobs_loras_reach_the_inpainting_checkpoints_unet_and_leave_with_the_job(inpainting_checkpoints):
+    """A LoRA (here the pixel style's) changes what the 9-channel UNet paints, and is off again after."""
+    import torch
+
+    from generation.models import LoraChoice
+
+    folder, _ = inpainting_checkpoints
+    model = Engine(builtin_catalog(painter=ModelVersion("painter", "builtin", inpaint=str(folder)))).model("painter")
+    unet = model.inpaint.unet
+    generator = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 9, 16, 16, generator=generator), torch.tensor([500]),
+              torch.randn(1, 8, unet.config.cross_attention_dim, generator=generator))
+
+    def paint() -> torch.Tensor:
+        with torch.no_grad():
+            return unet(*inputs).sample
+
+    plain = paint()
+    model.loras.activate([LoraChoice("pixel", 1.0)])
+    styled = paint()
+    model.loras.activate([LoraChoice("pixel", 0.5)])
+    half = paint()
+    model.loras.deactivate()
+    assert (styled - plain).abs().mean() > 1e-3 and not torch.allclose(half, styled)  # in, at its weight
+    assert torch.equal(paint(), plain)  # and out after the job
