@@ -11,6 +11,7 @@ known chatter among them is demoted to debug. Their real warnings stay warnings.
 from __future__ import annotations
 
 import logging
+import warnings
 
 # messages that say nothing an operator can act on (substrings)
 CHATTER = (
@@ -18,6 +19,11 @@ CHATTER = (
     "requires torchvision (not installed)",  # transformers: this project never uses torchvision
 )
 LIBRARIES = ("diffusers", "transformers")
+# Python warnings the libraries raise about their own code (message regexes)
+OWN_DEPRECATIONS = (
+    # diffusers' SDXL pipelines call their own deprecated upcast_vae to decode a float16 VAE in float32
+    r"`upcast_vae` is deprecated",
+)
 
 _relay = logging.getLogger("generation.libraries")
 
@@ -41,6 +47,8 @@ def route_library_logs() -> None:
         library.disable_progress_bar()
         library.disable_default_handler()
         library.disable_propagation()
+    for message in OWN_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
     for name in LIBRARIES:
         logger = logging.getLogger(name)
         if not any(isinstance(handler, _Relay) for handler in logger.handlers):

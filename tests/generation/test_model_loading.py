@@ -315,3 +315,38 @@ def test_a_jobs_loras_reach_the_inpainting_checkpoints_unet_and_leave_with_the_j
     model.loras.deactivate()
     assert (styled - plain).abs().mean() > 1e-3 and not torch.allclose(half, styled)  # in, at its weight
     assert torch.equal(paint(), plain)  # and out after the job
+
+
+def test_a_float16_sdxl_whose_vae_overflows_in_float16_still_gives_pictures_and_previews(tmp_path, request_for):
+    """The final decodes are diffusers' own, which upcast SDXL's VAE to float32 (`force_upcast`);
+    previews are projected from the latents. A tiny SDXL whose decoder overflows float16 (as the
+    real VAE's activations do) run in float16 through the engine: text to image, Vary and --stop."""
+    import torch
+    from diffusers import AutoencoderKL
+    from helpers.tiny_sdxl import build_tiny_sdxl
+
+    from generation.engine import Progress
+
+    folder = build_tiny_sdxl(tmp_path / "sdxl")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    weight = vae.decoder.conv_in.weight
+    with torch.no_grad():  # the weights still fit float16 (largest 65504); the sums they make do not
+        weight.mul_(30000 / weight.abs().max())
+        latents = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+        assert not torch.isfinite(vae.to(torch.float16).decode(latents.half()).sample).all()
+        assert torch.isfinite(vae.to(torch.float32).decode(latents).sample).all()
+    vae.save_pretrained(folder / "vae")
+    engine = Engine(builtin_catalog(xl=ModelVersion("xl", str(folder), family="sdxl", dtype="float16")),
+                    preview_every=1)
+    assert engine.model("xl").text2img.vae.dtype == torch.float16
+    events: list[Progress] = []
+    request = on_version(request_for("a red circle --steps 3"), "xl")
+    made = engine.run(Imagine(request, seed=1, count=1), report=events.append).images[0]
+    varied = engine.run(Vary(request, made, seed=2, variability="strong", count=1)).images[0]
+    stopped = engine.run(Imagine(on_version(request_for("a red circle --steps 3 --stop 50"), "xl"), seed=1,
+                                 count=1)).images[0]
+    previews = [event.preview for event in events if event.preview is not None]
+    assert previews
+    for image in (made, varied, stopped, *previews):
+        values = np.asarray(image)
+        assert values.max() > 0 and values.std() > 0  # a NaN decode shows as a black picture
