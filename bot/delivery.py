@@ -20,6 +20,7 @@ Where a message goes (docs/discord.md, Delivery):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -307,6 +308,7 @@ class DeliveryService:
         self._posted: dict[int, tuple[discord.Message, str]] = {}  # results posted, not yet recorded
         self._redelivering = asyncio.Semaphore(PARALLEL_REDELIVERIES)
         self._timer: asyncio.Task[None] | None = None
+        self._admitting: dict[int, tuple[asyncio.Lock, list[int]]] = {}  # user id -> lock, [requests using it]
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -405,6 +407,20 @@ class DeliveryService:
         """--fast/--relax/--turbo in the prompt, else the member's /settings, else the server's default."""
         return QueueMode(asked) if asked is not None else self.bot.rules.default_mode(asker, user)
 
+    @contextlib.asynccontextmanager
+    async def one_request_at_a_time(self, user_id: int) -> AsyncIterator[None]:
+        """A member's requests pass from their admission to their jobs' rows one at a time, so the
+        next one's fast time and caps count this one's jobs: a burst cannot slip past them."""
+        lock, users = self._admitting.setdefault(user_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._admitting[user_id]
+
     async def admit(self, asker: Asker, user: User, asked: str | None, new_jobs: list[NewJob]) -> Admission:
         """The server's rules (bot/rules.py) and the queue's caps for these jobs: `Refused` or
         `QueueFull` say why not; nothing is written before this passes."""
@@ -419,20 +435,21 @@ class DeliveryService:
         the server's rules and the caps let them (else a private refusal, nothing written), then one
         progress message per job, followed until its outcome is posted."""
         asker = Asker.of(interaction)
-        try:
-            admission = await self.admit(asker, user, asked, new_jobs)
-        except (Refused, QueueFull) as error:
-            await refuse(interaction, f"❌ {error}")
-            return
-        if not interaction.response.is_done():
-            await defer_thinking(interaction)
-        try:
-            job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=admission.mode, jobs=new_jobs,
-                                                 guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                                                 queued_caps=admission.queued_caps)
-        except QueueFull as error:  # another request of this user got in first
-            await refuse(interaction, f"❌ {error}")
-            return
+        async with self.one_request_at_a_time(asker.user_id):
+            try:
+                admission = await self.admit(asker, user, asked, new_jobs)
+            except (Refused, QueueFull) as error:
+                await refuse(interaction, f"❌ {error}")
+                return
+            if not interaction.response.is_done():
+                await defer_thinking(interaction)
+            try:
+                job_ids = await self.bot.jobs.submit(user_id=interaction.user.id, mode=admission.mode, jobs=new_jobs,
+                                                     guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                                                     queued_caps=admission.queued_caps)
+            except QueueFull as error:  # the server's cap, filled by another member meanwhile
+                await refuse(interaction, f"❌ {error}")
+                return
         events = {job_id: self.bot.jobs.events(job_id) for job_id in job_ids}  # listening before any await
         waiting = set(job_ids)
         self._delivering.update(waiting)  # the timer must not post what this call is about to follow
@@ -473,12 +490,14 @@ class DeliveryService:
         and a refusal (or a notice) is a short message there that goes away by itself."""
         user_id, channel_id, guild_id = asker.user_id, asker.channel_id or 0, asker.guild_id
         try:
-            admission = await self.admit(asker, user, None, new_jobs)
-            job_ids = await self.bot.jobs.submit(user_id=user_id, mode=admission.mode, jobs=new_jobs,
-                                                 guild_id=guild_id, channel_id=channel_id,
-                                                 queued_caps=admission.queued_caps)
-        except (Refused, QueueFull) as error:
-            await self.say_in_channel(channel_id, guild_id, user_id, str(error))
+            async with self.one_request_at_a_time(user_id):
+                admission = await self.admit(asker, user, None, new_jobs)
+                job_ids = await self.bot.jobs.submit(user_id=user_id, mode=admission.mode, jobs=new_jobs,
+                                                     guild_id=guild_id, channel_id=channel_id,
+                                                     queued_caps=admission.queued_caps)
+        except (Refused, QueueFull) as error:  # said where everyone reads it: never the banned word itself
+            await self.say_in_channel(channel_id, guild_id, user_id,
+                                      error.in_public if isinstance(error, Refused) else str(error))
             return
         if admission.notice is not None:
             await self.say_in_channel(channel_id, guild_id, user_id, admission.notice, refusal=False)

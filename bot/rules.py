@@ -41,7 +41,12 @@ MODES = ("turbo", "fast", "relax")
 
 
 class Refused(Exception):
-    """A rule says no; the message is for the member, said privately."""
+    """A rule says no; the message is for the member, said privately. `in_public` is what may be
+    said where everyone reads it (a reaction has no private answer): by default the same."""
+
+    def __init__(self, message: str, *, in_public: str | None = None) -> None:
+        super().__init__(message)
+        self.in_public = in_public or message
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,14 @@ class FastTime:
     used_this_month: float
     per_day: int
     per_month: int
+    reserved: float = 0.0  # the estimated cost of their fast jobs not finished yet
 
     @property
     def spent(self) -> str | None:
-        """"today" or "this month" when that limit is reached, else None."""
-        if self.per_day and self.used_today >= self.per_day:
+        """"today" or "this month" when that limit is reached (counting the jobs not finished yet), else None."""
+        if self.per_day and self.used_today + self.reserved >= self.per_day:
             return "today"
-        if self.per_month and self.used_this_month >= self.per_month:
+        if self.per_month and self.used_this_month + self.reserved >= self.per_month:
             return "this month"
         return None
 
@@ -215,7 +221,9 @@ class CommunityRules:
         for text in texts:
             found = words.find(text)
             if found is not None:
-                raise Refused(f"“{found}” is not allowed on this server: take it out of your prompt.")
+                raise Refused(f"“{found}” is not allowed on this server: take it out of your prompt.",
+                              in_public="That prompt has a word this server does not allow (/imagine it to "
+                                        "see which, privately).")
 
     def allowed_words(self, asker: Asker, texts: Iterable[str]) -> list[bool]:
         """For each text, whether it is free of banned words (/describe hides the others)."""
@@ -280,15 +288,19 @@ class CommunityRules:
                           f"{' or '.join('--' + m for m in allowed) or 'nothing (no mode is open to you)'}"
                           f"{'; /settings changes your default' if allowed else ''}.")
 
+    def same_request(self, request_id: int) -> None:
+        """`request_id` continues a request already counted (a form opened by a counted press)."""
+        self._counted[request_id] = None
+        while len(self._counted) > 10_000:
+            self._counted.popitem(last=False)
+
     def check_burst(self, asker: Asker) -> None:
         """Counts a request against the member's burst allowance (once per request, however
         many checks it passes); `Refused` past it."""
         if asker.request_id is not None:
             if asker.request_id in self._counted:
                 return
-            self._counted[asker.request_id] = None
-            while len(self._counted) > 10_000:
-                self._counted.popitem(last=False)
+            self.same_request(asker.request_id)
         if not self._limiter.hit(self._burst, "burst", str(asker.user_id)):
             reset = self._limiter.get_window_stats(self._burst, "burst", str(asker.user_id)).reset_time
             wait = max(1, round(reset - datetime.now(UTC).timestamp()))
@@ -303,7 +315,8 @@ class CommunityRules:
         async with self.sessionmaker() as session:
             today, month = await repo.fast_seconds_used(session, user_id=asker.user_id, turbo_cost=turbo_cost,
                                                         since=(start_of_day(now), start_of_month(now)))
-        return FastTime(today, month, per_day, per_month)
+            reserved = await repo.fast_seconds_reserved(session, user_id=asker.user_id, turbo_cost=turbo_cost)
+        return FastTime(today, month, per_day, per_month, reserved)
 
     async def admit(self, asker: Asker, mode: QueueMode, new_jobs: list[NewJob]) -> Admission:
         """Whether these jobs may be made, and in which mode; `Refused` says why not.

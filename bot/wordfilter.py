@@ -13,7 +13,9 @@ was typed (`normalise_entry` shows the form compared):
 3. Swaps inside a word: 0→o 1→i 3→e 4→a 5→s 7→t 8→b @→a $→s !→i |→l, only in a run of
    letters, digits and those symbols that holds a letter next to one of them, so numbers
    (`--ar 16:9`, `--seed 42`, `(nude:1.2)`) stay numbers. `!` and `|` at either end of such
-   a run stay punctuation (`GORE!!` is `gore`, not `gorei`).
+   a run stay punctuation (`GORE!!` is `gore`, not `gorei`). A `1` may stand for `l` too, and so
+   may a capital `I` next to a lower-case letter (`ki11`, `kiII`): those are read a second time
+   with them as `l`.
 4. Words are the runs of letters and digits; everything else separates them.
 5. Repeated letters: a run of one letter stands for any longer run, so `nude` matches
    `nuuuude`. An entry's doubled letter still needs at least two, so banning `ass` or `butt`
@@ -53,6 +55,8 @@ _LOOKALIKES = str.maketrans({
     "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "η": "n", "β": "b", "ω": "w",
 })
 _SWAPS = str.maketrans("0134578@$!|", "oieastbasil")
+_SWAPS_ONE_AS_L = str.maketrans("0134578@$!|", "oleastbasil")
+_CAPITAL_I_AS_L = re.compile(r"(?<=[a-z])I+|I+(?=[a-z])")  # before casefolding: `kiII`, `Ilegal`
 _SWAPPED_SYMBOLS = "@$!|"
 # `_swap` looks for runs with str methods on this shape (C loops), much faster than a regex.
 _LETTER, _SWAPPABLE, _OTHER = "a", "0", " "
@@ -83,7 +87,7 @@ def _next_mix(shape: str, start: int) -> int:
     return min(hits, default=-1)
 
 
-def _swap(text: str) -> str:
+def _swap(text: str, swaps: dict[int, str] = _SWAPS) -> str:
     """Step 3 of the module's docstring on ASCII text: each run of letters, digits and swap
     symbols with a letter next to a digit or symbol gets the swaps, but for `!` and `|` at its ends."""
     shape = text.translate(_SWAP_SHAPE)
@@ -96,21 +100,30 @@ def _swap(text: str) -> str:
         run = text[start:end]
         core = run.strip("!|")
         core_start = start + len(run) - len(run.lstrip("!|"))
-        pieces += [text[done:core_start], core.translate(_SWAPS)]
+        pieces += [text[done:core_start], core.translate(swaps)]
         done = core_start + len(core)
     return "".join([*pieces, text[done:]])
 
 
 def _readings(text: str) -> list[str]:
     """The text as the matcher reads it (steps 1–3 of the module's docstring), then without
-    the look-alikes and swapped symbols when those changed anything."""
+    the look-alikes and swapped symbols when those changed anything, then with `1` and a capital
+    `I` beside lower-case letters as `l` when it holds any."""
+    readings = _read(text, _SWAPS)
+    as_l = _CAPITAL_I_AS_L.sub(lambda run: "l" * len(run.group()), text)
+    if as_l != text or "1" in text:
+        readings += [reading for reading in _read(as_l, _SWAPS_ONE_AS_L) if reading not in readings]
+    return readings
+
+
+def _read(text: str, swaps: dict[int, str]) -> list[str]:
     folded = unicodedata.normalize("NFKC", text).casefold()
     plain = spoofed = folded
     if not folded.isascii():
         spoofed = _MIXED_RUN.sub(_unspoof, folded)
         plain = _transliterate(folded)
         spoofed = plain if spoofed == folded else _transliterate(spoofed)
-    swapped = _swap(spoofed)
+    swapped = _swap(spoofed, swaps)
     if spoofed == plain and all(swapped.count(symbol) == plain.count(symbol) for symbol in _SWAPPED_SYMBOLS):
         return [swapped]  # digits swapped for letters never join or split words: nothing to read again
     return [swapped, plain]

@@ -62,7 +62,16 @@ def remix_default(parent: Job) -> str:
     return request.to_prompt() if request.segments else ""
 
 
-class RemixForm(ReportingModal, title="Remix"):
+class PressForm(ReportingModal):
+    """A form a button press opens: sending it is the same request as the press, which already
+    counted against the member's burst allowance (bot/rules.py), so it does not count again."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        self.cog.bot.rules.same_request(interaction.id)
+        return True
+
+
+class RemixForm(PressForm, title="Remix"):
     """Remix mode: V, Vary and 🔄 first let the presser edit the prompt."""
 
     prompt = discord.ui.TextInput(label="New prompt", style=discord.TextStyle.paragraph, max_length=4000)
@@ -100,7 +109,7 @@ def read_region(text: str) -> tuple[float, float, float, float]:
     return left, top, right, bottom
 
 
-class RegionForm(ReportingModal, title="Vary (Region)"):
+class RegionForm(PressForm, title="Vary (Region)"):
     """Which part to paint again, and with what prompt."""
 
     region = discord.ui.TextInput(label="Region: a name or left top right bottom (%)", default="center",
@@ -116,7 +125,7 @@ class RegionForm(ReportingModal, title="Vary (Region)"):
         await self.cog.start_region(interaction, self.parent, self.index, self.region.value, self.prompt.value)
 
 
-class ZoomForm(ReportingModal, title="Custom Zoom"):
+class ZoomForm(PressForm, title="Custom Zoom"):
     """Opens at once (it needs nothing stored); the picture is looked up once the form is sent."""
 
     factor = discord.ui.TextInput(label="Zoom out by (1 to 2)", default="1.5", max_length=5)

@@ -35,8 +35,9 @@ def fast_time_text(fast: FastTime) -> str:
     for what, used, limit, back in (("today", fast.used_today, fast.per_day, "at 00:00 UTC"),
                                     ("this month", fast.used_this_month, fast.per_month, "on the 1st, 00:00 UTC")):
         if limit:
-            left = max(0.0, limit - used)
-            lines.append(f"{what}: {duration(used)} used of {duration(limit)}, {duration(left)} left"
+            left = max(0.0, limit - used - fast.reserved)
+            held = f" (+ about {duration(fast.reserved)} for your jobs not finished)" if fast.reserved else ""
+            lines.append(f"{what}: {duration(used)} used{held} of {duration(limit)}, {duration(left)} left"
                          f"{'' if left else f' (relax until it comes back {back})'}")
     return "\n".join(lines)
 

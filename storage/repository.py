@@ -361,6 +361,24 @@ async def fast_seconds_used(session: AsyncSession, *, user_id: int, since: tuple
     return tuple(float(value) for value in row)
 
 
+RECENT_JOBS = 50  # finished jobs whose engine time makes the estimate of a job not run yet
+
+
+async def fast_seconds_reserved(session: AsyncSession, *, user_id: int, turbo_cost: float) -> float:
+    """What a user's fast and turbo jobs not finished yet (queued or running) will cost, at the
+    engine's mean time over the server's last RECENT_JOBS finished jobs: so a burst is counted
+    as it is queued, not once it has run."""
+    recent = (select(Job.gpu_seconds).where(Job.gpu_seconds.is_not(None))
+              .order_by(Job.finished_at.desc()).limit(RECENT_JOBS).subquery())
+    mean = (await session.execute(select(func.avg(recent.c.gpu_seconds)))).scalar()
+    if not mean:
+        return 0.0
+    weight = case((Job.mode == QueueMode.TURBO, turbo_cost), else_=1.0)
+    jobs = (await session.execute(select(func.coalesce(func.sum(weight), 0.0)).where(
+        Job.user_id == user_id, Job.mode.in_((QueueMode.FAST, QueueMode.TURBO)), Job.state.in_(UNFINISHED)))).scalar()
+    return float(jobs) * float(mean)
+
+
 # --- servers: settings, role rules, bans, audit ----------------------------------
 
 

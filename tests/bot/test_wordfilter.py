@@ -56,6 +56,23 @@ def test_common_character_swaps_inside_a_word_match(entry, text):
 
 
 @pytest.mark.parametrize(("entry", "text"), [
+    ("kill", "ki11"), ("kill", "KI11"), ("kill", "k1ll"), ("kill", "kiII"), ("kill", "kiIl"), ("slut", "s1ut"),
+    ("lewd", "Iewd"), ("ill", "I11"), ("blood bath", "b1ood bath"),
+])
+def test_a_one_or_a_capital_i_beside_small_letters_may_stand_for_l(entry, text):
+    assert found(entry, text) == entry
+
+
+@pytest.mark.parametrize(("entry", "text"), [
+    ("lie", "I like it"),  # a capital I alone is the word "I"
+    ("lll", "a 111 cat"), ("ll", "--ar 1:1 --seed 11"),  # numbers stay numbers
+    ("lass", "I ass"), ("lt", "IT"),  # whole words; in capitals an I is an i
+])
+def test_the_reading_with_l_keeps_words_and_numbers_apart(entry, text):
+    assert found(entry, text) is None
+
+
+@pytest.mark.parametrize(("entry", "text"), [
     ("ass", "a city street --seed 455"),  # 455 is a number, not "ass"
     ("ass", "--s 455 --ar 4:55"),
     ("boob", "a cat --seed 8008"),

@@ -328,13 +328,69 @@ async def test_fast_time_spent_in_the_middle_of_a_burst_sends_the_rest_to_relax(
     assert done.content.endswith("(fast)")
 
 
+async def test_reactions_pass_the_same_rules_and_a_public_refusal_never_names_the_banned_word(harness):
+    """🔄 on a grid whose prompt was banned since: refused in the channel without the word, nothing
+    queued; a banned member's 🔄 ✉️ ❤️ do nothing at all; ❌ by the owner still deletes."""
+    result = await harness.result(harness.command("imagine", MEMBER, prompt="a bloody red circle"))
+    grid = harness.message_of_job(int(result.custom_ids()[0].split(":")[2]))
+    await job_of_message(harness.bot, grid)
+    await harness.ephemeral_text(admin(harness, "words add", text="bloody"))
+    harness.react(grid, "🔄", OTHER)
+    said = await harness.discord.wait_for(lambda: [r for r in harness.discord.accepted(
+        "POST", f"/channels/{CHANNEL_ID}/messages") if f"<@{OTHER}>" in (r.content or "")])
+    assert said[0].content == (f"<@{OTHER}> ❌ That prompt has a word this server does not allow (/imagine it to "
+                               "see which, privately).")
+    assert "bloody" not in said[0].content.lower()
+    assert await job_count(harness) == 1
+
+    await harness.ephemeral_text(moderator(harness, "ban", member=OTHER))
+    posts_before = len(harness.discord.find("POST", "/channels/"))
+    for emoji in ("🔄", "✉️", "❤️"):
+        harness.react(grid, emoji, OTHER)
+    harness.react(grid, "❌", MEMBER)  # handled after the others, in order
+    await harness.discord.wait_for(lambda: grid in harness.discord.deleted)
+    assert len(harness.discord.find("POST", "/channels/")) == posts_before  # no DM, no message, no job
+    assert await job_count(harness) == 1
+    async with harness.bot.sessionmaker() as session:
+        assert await repo.list_favourites(session, user_id=OTHER) == []
+
+
+async def test_a_burst_sent_at_once_is_counted_as_it_is_queued_not_once_it_has_run(start_bot):
+    """Six /imagine sent together, with fast time left for about two more jobs: the first ones
+    run fast, the rest relaxed (each told so), not all six fast because none had finished."""
+    harness = await start_bot()
+    await harness.result(harness.command("imagine", MEMBER, prompt="a red circle"))  # what a job costs here
+    async with harness.bot.sessionmaker() as session:
+        spent = await session.scalar(select(Job.gpu_seconds))
+    assert spent and spent > 0
+    harness.bot.rules = type(harness.bot.rules)(replace(harness.bot.settings, quotas=replace(
+        harness.bot.settings.quotas, fast_seconds_per_day=max(1, round(3.5 * spent)))), harness.bot.sessionmaker)
+    await harness.bot.rules.load()
+    tokens = [harness.command("imagine", MEMBER, prompt=f"a blue square --seed {number}") for number in range(6)]
+    modes = [(await harness.result(token)).content.rsplit("(", 1)[1].rstrip(")") for token in tokens]
+    # about 2.5 jobs' time was left (requests sent together are admitted in no set order)
+    assert set(modes) == {"fast", "relaxed"} and 1 <= modes.count("fast") <= 4, modes
+    for token, mode in zip(tokens, modes, strict=True):
+        if mode == "relaxed":
+            assert (await harness.ephemeral_text(token)).startswith("⏳ Your fast time for today")
+    async with harness.bot.sessionmaker() as session:  # what ran fast stayed near the limit
+        fast_seconds = await session.scalar(select(func.sum(Job.gpu_seconds)).where(Job.mode == QueueMode.FAST))
+    assert fast_seconds <= 3.5 * spent + 2 * spent * 2, (fast_seconds, spent)
+
+
 async def test_a_burst_past_the_cooldown_is_refused_and_writes_nothing(start_bot):
     harness = await start_bot()
     harness.bot.rules = type(harness.bot.rules)(replace(harness.bot.settings, queue=replace(
-        harness.bot.settings.queue, burst="2/minute")), harness.bot.sessionmaker)
+        harness.bot.settings.queue, burst="3/minute")), harness.bot.sessionmaker)
     await harness.bot.rules.load()
-    for _ in range(2):
-        assert (await harness.result(harness.command("imagine", MEMBER, prompt="a red circle"))).files
+    assert (await harness.result(harness.command("imagine", MEMBER, prompt="a red circle"))).files
+    assert (await harness.result(harness.press(harness.message_of_job(1), "job:u:1:0", MEMBER))).files
+    # a press that opens a form and the form sent are one request: the third
+    single = next(i for i, m in harness.discord.messages.items() if "job:zc:1:0" in str(m["components"]))
+    form = await harness.form(harness.press(single, "job:zc:1:0", MEMBER))
+    (factor_input,) = form_inputs(form)
+    zoomed = await harness.result(harness.submit_form(form["custom_id"], {factor_input: "1.5"}, MEMBER))
+    assert "Zoom Out" in zoomed.content and zoomed.files
     refused = await harness.ephemeral_text(harness.command("imagine", MEMBER, prompt="a red circle"))
     assert refused.startswith("❌ You are sending requests too fast: wait ")
     assert await job_count(harness) == 2

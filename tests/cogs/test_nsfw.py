@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 import pytest
-from helpers.discord_harness import ADMIN_ROLE_ID, MANAGE_GUILD, NSFW_CHANNEL_ID
+from helpers.discord_harness import ADMIN_ROLE_ID, MANAGE_GUILD, NSFW_CHANNEL_ID, NSFW_THREAD_ID, THREAD_ID
 from helpers.job_messages import job_of_message
 from helpers.tiny_safety import build_tiny_safety_checker
 from PIL import Image
@@ -87,6 +87,17 @@ async def test_an_age_restricted_channel_shows_flagged_pictures_as_made(checked)
     job = await checked.job_when(1, lambda job: job.flagged)
     assert not name.startswith("SPOILER_") and "⚠️" not in result.content
     assert np.array_equal(np.asarray(grid), np.asarray(stored_grid(job)))
+
+
+async def test_a_thread_is_age_restricted_as_its_channel_is(start_bot, safety_checker):
+    checked = await start_bot(moderation=ModerationSettings(safety_checker=safety_checker), thread=True)
+    for job_id, thread_id, shown_as_made in ((1, NSFW_THREAD_ID, True), (2, THREAD_ID, False)):
+        result = await checked.result(checked.command("imagine", MEMBER, prompt="a red circle --seed 3",
+                                                      channel_id=thread_id))
+        name, grid = uploaded(result)
+        job = await checked.job_when(job_id, lambda job: job.flagged)
+        assert name.startswith("SPOILER_") is not shown_as_made, thread_id
+        assert np.array_equal(np.asarray(grid), np.asarray(stored_grid(job))) is shown_as_made, thread_id
 
 
 async def test_withhold_puts_grey_tiles_in_the_grid_and_refuses_u(checked):

@@ -23,6 +23,8 @@ from helpers.discord_harness import (
     APPLICATION_ID,
     CHANNEL_ID,
     EPHEMERAL,
+    NSFW_CHANNEL_ID,
+    NSFW_THREAD_ID,
     SIZE_LIMIT,
     THREAD_ID,
     FakeDiscord,
@@ -510,8 +512,9 @@ async def test_unknown_channels_closed_dms_and_threads(api, fake_discord):
     await posted(api, "still", THREAD_ID)
     fake_discord.deny(CHANNEL_ID, "send_messages_in_threads")  # inherited from the parent
     assert (await api("POST", f"/channels/{THREAD_ID}/messages", {"content": "hi"})).code == 50013
-    (thread,) = guild_create_payload(thread=True)["threads"]
+    thread, nsfw_thread = guild_create_payload(thread=True)["threads"]
     assert (thread["id"], thread["type"], thread["parent_id"]) == (str(THREAD_ID), 11, str(CHANNEL_ID))
+    assert (nsfw_thread["id"], nsfw_thread["parent_id"]) == (str(NSFW_THREAD_ID), str(NSFW_CHANNEL_ID))
     assert guild_create_payload()["threads"] == []
 
 

@@ -80,6 +80,7 @@ SUPPORTER_ROLE_ID = 800_000_000_000_000_005  # a role with no permission of its 
 OTHER_CHANNEL_ID = 800_000_000_000_000_006  # a second text channel of the server
 NSFW_CHANNEL_ID = 800_000_000_000_000_007  # an age-restricted text channel of the server
 ADMIN_ROLE_ID = 800_000_000_000_000_008  # Manage Server and Manage Messages in the whole server
+NSFW_THREAD_ID = 800_000_000_000_000_009  # a public thread of NSFW_CHANNEL_ID (guild_create_payload(thread=True))
 MANAGE_GUILD = 0x20
 MANAGE_MESSAGES = 0x2000
 CONTENT_LIMIT = rules.CONTENT_LIMIT
@@ -878,8 +879,8 @@ class FakeDiscord:
 
 async def connect(bot, *, thread: bool = False) -> None:
     """Log a bot in against the fake server (setup_hook runs) and deliver READY and GUILD_CREATE,
-    as the gateway would: the bot then sees the test server and its channel (and, with `thread`,
-    the public thread THREAD_ID in it)."""
+    as the gateway would: the bot then sees the test server and its channels (and, with `thread`,
+    the public threads THREAD_ID and NSFW_THREAD_ID in two of them)."""
     await bot.login("fake-token")
     bot._connection.parsers["READY"](ready_payload())
     bot._connection.parsers["GUILD_CREATE"](guild_create_payload(thread=thread))
@@ -891,10 +892,15 @@ def ready_payload() -> dict[str, Any]:
         "shard": [0, 1], "application": {"id": str(APPLICATION_ID), "flags": 0}}
 
 
-def thread_payload() -> dict[str, Any]:
-    """The public thread THREAD_ID of CHANNEL_ID, as GUILD_CREATE and the REST API give it."""
-    return {"id": str(THREAD_ID), "type": 11, "guild_id": str(GUILD_ID), "parent_id": str(CHANNEL_ID),
-            "name": "imagine-thread", "owner_id": "1", "last_message_id": None, "message_count": 0,
+THREADS = {THREAD_ID: (CHANNEL_ID, "imagine-thread"), NSFW_THREAD_ID: (NSFW_CHANNEL_ID, "after-dark-thread")}
+
+
+def thread_payload(thread_id: int = THREAD_ID) -> dict[str, Any]:
+    """A public thread (THREAD_ID of CHANNEL_ID, NSFW_THREAD_ID of NSFW_CHANNEL_ID), as GUILD_CREATE
+    and the REST API give it."""
+    parent_id, name = THREADS[thread_id]
+    return {"id": str(thread_id), "type": 11, "guild_id": str(GUILD_ID), "parent_id": str(parent_id),
+            "name": name, "owner_id": "1", "last_message_id": None, "message_count": 0,
             "member_count": 1, "rate_limit_per_user": 0, "flags": 0, "total_message_sent": 0,
             "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
                                 "archive_timestamp": "2026-01-01T00:00:00+00:00"}}
@@ -914,7 +920,7 @@ def guild_create_payload(*, thread: bool = False) -> dict[str, Any]:
                          {"id": str(NSFW_CHANNEL_ID), "type": 0, "name": "after-dark", "position": 2, "nsfw": True,
                           "permission_overwrites": [], "guild_id": str(GUILD_ID)}],
             "members": [], "voice_states": [], "presences": [], "emojis": [], "stickers": [],
-            "threads": [thread_payload()] if thread else [],
+            "threads": [thread_payload(thread_id) for thread_id in THREADS] if thread else [],
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [], "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0,
             "system_channel_id": None, "rules_channel_id": None, "preferred_locale": "en-US",
@@ -931,9 +937,9 @@ def role_payload(role_id: int) -> dict[str, Any]:
 
 
 def _channel_of(channel_id: int) -> dict[str, Any]:
-    if channel_id == THREAD_ID:
-        return {"id": str(THREAD_ID), "type": 11, "guild_id": str(GUILD_ID), "name": "imagine-thread",
-                "parent_id": str(CHANNEL_ID), "thread_metadata": thread_payload()["thread_metadata"]}
+    if channel_id in THREADS:
+        thread = thread_payload(channel_id)
+        return {key: thread[key] for key in ("id", "type", "guild_id", "name", "parent_id", "thread_metadata")}
     names = {OTHER_CHANNEL_ID: "general", NSFW_CHANNEL_ID: "after-dark"}
     return {"id": str(channel_id), "type": 0, "guild_id": str(GUILD_ID), "name": names.get(channel_id, "imagine"),
             "nsfw": channel_id == NSFW_CHANNEL_ID}
