@@ -313,9 +313,8 @@ class CommunityRules:
         per_day, per_month = self.fast_limits(asker)
         turbo_cost = self.settings.quotas.turbo_cost
         async with self.sessionmaker() as session:
-            today, month = await repo.fast_seconds_used(session, user_id=asker.user_id, turbo_cost=turbo_cost,
-                                                        since=(start_of_day(now), start_of_month(now)))
-            reserved = await repo.fast_seconds_reserved(session, user_id=asker.user_id, turbo_cost=turbo_cost)
+            (today, month), reserved = await repo.fast_seconds(
+                session, user_id=asker.user_id, turbo_cost=turbo_cost, since=(start_of_day(now), start_of_month(now)))
         return FastTime(today, month, per_day, per_month, reserved)
 
     async def admit(self, asker: Asker, mode: QueueMode, new_jobs: list[NewJob]) -> Admission:

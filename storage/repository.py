@@ -349,34 +349,28 @@ async def usage_of(session: AsyncSession, *, user_id: int) -> Usage:
     return Usage(len(rows), images, seconds)
 
 
-async def fast_seconds_used(session: AsyncSession, *, user_id: int, since: tuple[datetime, ...],
-                            turbo_cost: float) -> tuple[float, ...]:
-    """The fast time a user spent since each of `since` (a day's start, a month's), in one read:
-    the engine's seconds of their fast jobs, turbo ones counted `turbo_cost` times (relax is free,
-    as on Midjourney)."""
-    weight = func.coalesce(Job.gpu_seconds, 0.0) * case((Job.mode == QueueMode.TURBO, turbo_cost), else_=1.0)
-    columns = [func.coalesce(func.sum(weight).filter(Job.finished_at >= start), 0.0) for start in since]
-    row = (await session.execute(select(*columns).where(
-        Job.user_id == user_id, Job.mode.in_((QueueMode.FAST, QueueMode.TURBO)), Job.finished_at >= min(since)))).one()
-    return tuple(float(value) for value in row)
-
-
 RECENT_JOBS = 50  # finished jobs whose engine time makes the estimate of a job not run yet
 
 
-async def fast_seconds_reserved(session: AsyncSession, *, user_id: int, turbo_cost: float) -> float:
-    """What a user's fast and turbo jobs not finished yet (queued or running) will cost, at the
-    engine's mean time over the server's last RECENT_JOBS finished jobs: so a burst is counted
-    as it is queued, not once it has run."""
-    recent = (select(Job.gpu_seconds).where(Job.gpu_seconds.is_not(None))
-              .order_by(Job.finished_at.desc()).limit(RECENT_JOBS).subquery())
-    mean = (await session.execute(select(func.avg(recent.c.gpu_seconds)))).scalar()
-    if not mean:
-        return 0.0
+async def fast_seconds(session: AsyncSession, *, user_id: int, since: tuple[datetime, ...],
+                       turbo_cost: float) -> tuple[tuple[float, ...], float]:
+    """A user's fast time, in one read: what they spent since each of `since` (a day's start, a
+    month's) — the engine's seconds of their fast jobs, turbo ones counted `turbo_cost` times,
+    relax free, as on Midjourney — and what their fast and turbo jobs not finished yet (queued or
+    running) will cost at the mean engine time of the last RECENT_JOBS jobs that ran (all members),
+    so that a burst is counted as it is queued, not once it has run."""
     weight = case((Job.mode == QueueMode.TURBO, turbo_cost), else_=1.0)
-    jobs = (await session.execute(select(func.coalesce(func.sum(weight), 0.0)).where(
-        Job.user_id == user_id, Job.mode.in_((QueueMode.FAST, QueueMode.TURBO)), Job.state.in_(UNFINISHED)))).scalar()
-    return float(jobs) * float(mean)
+    fast = Job.mode.in_((QueueMode.FAST, QueueMode.TURBO))
+    spent = func.coalesce(Job.gpu_seconds, 0.0) * weight
+    used = [select(func.coalesce(func.sum(spent), 0.0)).where(Job.user_id == user_id, fast, Job.finished_at >= start)
+            .scalar_subquery() for start in since]
+    pending = (select(func.coalesce(func.sum(weight), 0.0))
+               .where(Job.user_id == user_id, fast, Job.state.in_(UNFINISHED)).scalar_subquery())
+    recent = (select(Job.gpu_seconds).where(Job.gpu_seconds.is_not(None))  # newest first, by the primary key
+              .order_by(Job.id.desc()).limit(RECENT_JOBS).subquery())
+    mean = select(func.coalesce(func.avg(recent.c.gpu_seconds), 0.0)).scalar_subquery()
+    *spent_since, waiting, per_job = (await session.execute(select(*used, pending, mean))).one()
+    return tuple(float(value) for value in spent_since), float(waiting) * float(per_job)
 
 
 # --- servers: settings, role rules, bans, audit ----------------------------------
