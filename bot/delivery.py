@@ -33,6 +33,7 @@ import discord
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.messages import (
+    BLUR,
     DEFAULT_SIZE_LIMIT,
     WITHHOLD,
     encode_for_upload,
@@ -41,16 +42,19 @@ from bot.messages import (
     picture_message,
     result_message,
     shorten,
+    veil,
 )
 from bot.replies import defer_thinking, fit_content, mention_only, placeholder_filled, refuse, tell_privately
 from bot.rules import Admission, Asker, Refused
-from generation.executor import JobEvent, JobProgress, JobStarted
+from generation.executor import JobEvent, JobProgress, JobStarted, Progress
 from generation.queue import QueueFull
 from storage import repository as repo
 from storage.models import Delivery, Job, JobState, MessageKind, QueueMode, User
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from bot.bot import ImagineBot
 
 log = logging.getLogger(__name__)
@@ -555,15 +559,30 @@ class DeliveryService:
                 elif (isinstance(event, JobProgress) and not post.gone and post.due()
                       and event.progress.step < event.progress.total):
                     fields: dict[str, Any] = {"content": headline(job, f"{event.progress.percent}%")}
-                    hidden = event.progress.flagged and self.nsfw_policy_in(post.channel_id, post.guild_id)
-                    if event.progress.preview is not None and not hidden:
+                    preview = await self.preview_shown(event.progress, post)
+                    if preview is not None:
                         limit = post.interaction.filesize_limit if post.token_valid else post.channel_size_limit()
-                        fields["attachments"] = [await asyncio.to_thread(
-                            encode_for_upload, event.progress.preview, "preview", limit)]
+                        fields["attachments"] = [await asyncio.to_thread(encode_for_upload, preview, "preview", limit)]
                     await post.edit_quietly(**fields)
             except Exception:  # a progress update is not worth losing the job over: on to the next event
                 log.exception("showing the progress of job %s failed", job.id)
         await self.deliver_outcome(job.id, post)
+
+    async def preview_shown(self, progress: Progress, post: JobPost) -> Image.Image | None:
+        """The preview as this channel may see it. Where flagged pictures are veiled (a server's
+        policy, a channel that is not age-restricted) and a checker looks at previews: a flagged one
+        is not shown, the others only blurred, for the checker reads a preview (projected from the
+        latents, approximate colours, a noisy estimate) far less surely than a finished picture;
+        with the withhold policy none is shown."""
+        preview = progress.preview
+        if preview is None or progress.flagged is None:
+            return preview
+        policy = self.nsfw_policy_in(post.channel_id, post.guild_id)
+        if policy is None:
+            return preview
+        if progress.flagged or policy == WITHHOLD:
+            return None
+        return await asyncio.to_thread(veil, preview, BLUR)
 
     async def deliver_outcome(self, job_id: int, post: JobPost) -> None:
         """Post a finished job's result (or edit its message to say why there is none), retrying

@@ -30,7 +30,7 @@ class Progress:
     step: int
     total: int
     preview: Any | None = None  # a small PIL image every few steps
-    flagged: bool = False  # the safety checker flagged the preview (shown only where NSFW may be)
+    flagged: bool | None = None  # the safety checker's verdict on the preview (None: not checked)
 
     @property
     def percent(self) -> int:

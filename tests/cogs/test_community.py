@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 from helpers.discord_harness import (
     ADMIN_ROLE_ID,
@@ -28,9 +29,10 @@ from helpers.discord_harness import (
 from helpers.job_messages import job_of_message
 from sqlalchemy import func, select
 
-from bot.config import ModerationSettings, QuotaSettings
+from bot.config import ModerationSettings, QuotaSettings, load_settings
 from bot.rules import Asker
 from cogs.describe import HIDDEN
+from generation.queue import QueueCaps
 from storage import repository as repo
 from storage.models import AuditEntry, Guild, Job, JobState, QueueMode
 
@@ -376,6 +378,29 @@ async def test_a_burst_sent_at_once_is_counted_as_it_is_queued_not_once_it_has_r
     async with harness.bot.sessionmaker() as session:  # what ran fast stayed near the limit
         fast_seconds = await session.scalar(select(func.sum(Job.gpu_seconds)).where(Job.mode == QueueMode.FAST))
     assert fast_seconds <= 3.5 * spent + 2 * spent * 2, (fast_seconds, spent)
+
+
+async def test_waiting_caps_per_member_and_per_server_and_a_role_that_allows_more(start_bot):
+    """config.toml's caps through the whole bot: six jobs at once (a permutation) are over a
+    member's 3 waiting; a role that allows 8 lets them in; the server's 8 then refuses the next 6."""
+    settings = load_settings(Path(__file__).resolve().parents[2] / "config.toml")
+    caps = QueueCaps(queued={"turbo": 3, "fast": 3, "relax": 3}, guild_queued=8)
+    harness = await start_bot(queue=replace(settings.queue, caps=caps))
+    prompt = "a {red, blue, green, yellow, pink, white} circle --steps 30"
+    refused = await harness.ephemeral_text(harness.command("imagine", MEMBER, prompt=prompt))
+    assert refused == ("❌ this would put 6 of your fast jobs in the queue (the limit is 3): wait for some to "
+                       "finish, or ask for fewer")
+    assert await job_count(harness) == 0
+    await harness.ephemeral_text(admin(harness, "role", role=SUPPORTER_ROLE_ID, queued=8))
+    accepted = harness.command("imagine", MEMBER, prompt=prompt, roles=(SUPPORTER_ROLE_ID,))
+    assert (await harness.result(accepted)).files  # the first of them done
+    assert await job_count(harness) == 6
+    refused = await harness.ephemeral_text(harness.command("imagine", OTHER, prompt=prompt,
+                                                           roles=(SUPPORTER_ROLE_ID,)))
+    assert refused.startswith("❌ this would give this server ")  # 6 + the first's unfinished over 8
+    assert refused.endswith("jobs waiting or running (the limit is 8): ask for fewer, or try again when some "
+                            "have finished")
+    assert await job_count(harness) == 6
 
 
 async def test_a_burst_past_the_cooldown_is_refused_and_writes_nothing(start_bot):

@@ -17,6 +17,7 @@ from helpers.tiny_safety import build_tiny_safety_checker
 from PIL import Image
 
 from bot.config import ModerationSettings
+from bot.messages import BLUR, veil
 from generation.imaging import make_grid
 
 MEMBER, ADMIN = 7001, 7002
@@ -49,6 +50,10 @@ def uploaded(record) -> tuple[str, Image.Image]:
 
 def stored_grid(job) -> Image.Image:
     return make_grid([Image.open(image.path).convert("RGB") for image in job.images])
+
+
+def difference(one: Image.Image, other: Image.Image) -> float:
+    return float(np.abs(np.asarray(one, dtype=np.float32) - np.asarray(other, dtype=np.float32)).mean())
 
 
 def detail(image: Image.Image) -> float:
@@ -87,6 +92,30 @@ async def test_an_age_restricted_channel_shows_flagged_pictures_as_made(checked)
     job = await checked.job_when(1, lambda job: job.flagged)
     assert not name.startswith("SPOILER_") and "⚠️" not in result.content
     assert np.array_equal(np.asarray(grid), np.asarray(stored_grid(job)))
+
+
+async def test_flagged_previews_are_not_shown_where_flagged_pictures_are_not(checked):
+    """The tiny checker, fitted on finished pictures, does not flag these previews (projected from
+    the latents, their colours approximate): the reason previews outside age-restricted channels
+    are shown only blurred, and not at all when the checker flags one or the server withholds."""
+    def previews(token: str) -> list[Image.Image]:
+        return [Image.open(io.BytesIO(data)).convert("RGB") for r in checked.of(token) if r.method == "PATCH"
+                for name, data in r.files.items() if "preview" in name]
+
+    after_dark = checked.command("imagine", MEMBER, prompt="a red circle --seed 3", channel_id=NSFW_CHANNEL_ID)
+    await checked.result(after_dark)
+    plain = checked.command("imagine", MEMBER, prompt="a red circle --seed 3")
+    await checked.result(plain)
+    made, blurred = previews(after_dark), previews(plain)  # the same job twice: the same previews
+    assert len(made) >= 2 and len(blurred) == len(made)
+    for shown, as_made in zip(blurred, made, strict=True):
+        assert difference(shown, veil(as_made, BLUR)) < 2 < difference(shown, as_made)
+
+    token = checked.command("admin nsfw", ADMIN, permissions=MANAGE_GUILD, roles=(ADMIN_ROLE_ID,), policy="withhold")
+    assert (await checked.ephemeral_text(token)).startswith("✅")
+    withheld = checked.command("imagine", MEMBER, prompt="a blue square --seed 3")
+    await checked.result(withheld)
+    assert previews(withheld) == []  # the percentage alone
 
 
 async def test_a_thread_is_age_restricted_as_its_channel_is(start_bot, safety_checker):
