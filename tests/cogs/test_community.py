@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from helpers.discord_harness import (
     ADMIN_ROLE_ID,
     CHANNEL,
@@ -304,27 +305,33 @@ def _asker():
 # --- fast time -------------------------------------------------------------------------
 
 
-async def test_fast_time_spent_in_the_middle_of_a_burst_sends_the_rest_to_relax(start_bot):
-    harness = await start_bot(quotas=QuotaSettings(fast_seconds_per_day=1))
+@pytest.mark.parametrize(("quotas", "spent", "back"), [
+    (QuotaSettings(fast_seconds_per_day=1), "today", "at 00:00 UTC"),
+    (QuotaSettings(fast_seconds_per_month=1), "this month", "on the 1st, 00:00 UTC"),
+])
+async def test_fast_time_spent_in_the_middle_of_a_burst_sends_the_rest_to_relax(start_bot, quotas, spent, back):
+    harness = await start_bot(quotas=quotas)
     modes = []
     for number in range(12):
         used = await harness.bot.rules.fast_time(_asker())
+        so_far = used.used_today if spent == "today" else used.used_this_month
         token = harness.command("imagine", MEMBER, prompt=f"a red circle --seed {number}")
         done = await harness.result(token)
         modes.append(done.content.rsplit("(", 1)[1].rstrip(")"))
         if modes[-1] == "relaxed":
-            assert used.used_today >= 1  # relaxed only once the day's second was used
+            assert so_far >= 1  # relaxed only once the second was used
             notice = await harness.ephemeral_text(token)
-            assert notice.startswith("⏳ Your fast time for today (1 s) is used up: this runs in relax mode.")
+            assert notice.startswith(f"⏳ Your fast time for {spent} (1 s) is used up: this runs in relax mode.")
             break
-        assert used.used_today < 1
+        assert so_far < 1
     assert modes[0] == "fast" and modes[-1] == "relaxed", modes
     info = await harness.ephemeral_reply(harness.command("info", MEMBER))
     fields = {field["name"]: field["value"] for field in info.json["data"]["embeds"][0]["fields"]}
-    assert "0 s left (relax until it comes back at 00:00 UTC)" in fields["Fast time"]
+    assert f"{spent}: " in fields["Fast time"] and f"0 s left (relax until it comes back {back})" in fields["Fast time"]
 
     # a role with unlimited fast time keeps its holders in fast mode
-    await harness.ephemeral_text(admin(harness, "role", role=SUPPORTER_ROLE_ID, fast_minutes_per_day=0))
+    unlimited = {"fast_minutes_per_day" if spent == "today" else "fast_hours_per_month": 0}
+    assert (await harness.ephemeral_text(admin(harness, "role", role=SUPPORTER_ROLE_ID, **unlimited))).startswith("✅")
     done = await harness.result(harness.command("imagine", MEMBER, prompt="a red circle",
                                                 roles=(SUPPORTER_ROLE_ID,)))
     assert done.content.endswith("(fast)")
