@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,17 +37,36 @@ async def fake_discord() -> AsyncIterator:
         await server.close()
 
 
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator:
-    """A real SQLite file, migrated to head with Alembic; yields (engine, sessionmaker)."""
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway PostgreSQL 15 server for the run (helpers/postgres.py); tests make their own databases."""
+    from helpers.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request, tmp_path: Path) -> AsyncIterator:
+    """A real database, migrated to head with Alembic, on each backend the bot supports: a SQLite
+    file (the default) and a fresh database on a PostgreSQL server; yields (engine, sessionmaker)."""
+    from helpers.postgres import fresh_database
+
     from storage.database import create_engine, create_sessionmaker, upgrade_database
 
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    await upgrade_database(engine)
+    if request.param == "sqlite":
+        url, drop = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", None
+    else:
+        server = request.getfixturevalue("postgres_url")
+        url, drop = await fresh_database(server)
+    engine = create_engine(url)
     try:
+        await upgrade_database(engine)
         yield engine, create_sessionmaker(engine)
     finally:
         await engine.dispose()
+        if drop is not None:
+            await drop()
         gc.collect()  # a connection the test left open is reported here, against this test
 
 

@@ -15,7 +15,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"),)
@@ -62,3 +63,24 @@ def postgres_server() -> Iterator[str]:
     finally:
         run(_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def fresh_database(server_url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """A new, empty database on the test server: its URL, and the coroutine that drops it."""
+    import asyncpg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    plain = server_url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(plain)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(plain)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}", drop

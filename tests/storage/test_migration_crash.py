@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.postgres import postgres_server
 from sqlalchemy import inspect
 
 from storage.database import create_engine, current_revision, upgrade_database
@@ -18,13 +17,8 @@ from storage.models import Base
 VICTIM = Path(__file__).resolve().parents[1] / "helpers" / "migration_victim.py"
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    with postgres_server() as url:
-        yield url
-
-
 async def reset(url: str) -> None:
+    """The run's PostgreSQL server (tests/conftest.py) is shared: its `postgres` database is this test's."""
     engine = create_engine(url)
     async with engine.begin() as connection:
         await connection.exec_driver_sql("DROP SCHEMA public CASCADE")

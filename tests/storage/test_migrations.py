@@ -1,7 +1,11 @@
-"""Migrations: upgrade from empty builds the models' schema; downgrade empties it again."""
+"""Migrations: upgrade from empty builds the models' schema; downgrade empties it again. On
+SQLite (the default) and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from sqlalchemy import inspect, text
 
 from storage.database import create_engine, current_revision, downgrade_database, upgrade_database
@@ -13,15 +17,32 @@ async def table_names(engine) -> set[str]:
         return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
 
 
-async def test_upgrade_from_empty_and_downgrade_back(tmp_path):
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_url(request, tmp_path):
+    """An empty database, not migrated: a SQLite file or a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    from helpers.postgres import fresh_database
+
+    url, drop = await fresh_database(request.getfixturevalue("postgres_url"))
+    try:
+        yield url
+    finally:
+        await drop()
+
+
+async def test_upgrade_from_empty_and_downgrade_back(empty_url):
+    engine = create_engine(empty_url)
+    sqlite = empty_url.startswith("sqlite")
     try:
         await upgrade_database(engine)
         assert await table_names(engine) >= set(Base.metadata.tables)
         async with engine.connect() as connection:
             assert await current_revision(connection) == "0004"
-            assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-            assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            if sqlite:
+                assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+                assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
 
         await downgrade_database(engine)
         assert await table_names(engine) == {"alembic_version"}
@@ -42,15 +63,16 @@ async def test_the_migrated_schema_matches_the_models(database):
     assert differences == []
 
 
-async def test_upgrading_and_downgrading_keep_every_row(tmp_path):
+async def test_upgrading_and_downgrading_keep_every_row(empty_url):
     """Alembic's batch mode copies a table and drops the old one: with SQLite's foreign keys on,
-    that drop would cascade to every picture of every job."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    that drop would cascade to every picture of every job. PostgreSQL alters in place."""
+    engine = create_engine(empty_url)
+    sqlite = empty_url.startswith("sqlite")
     try:
         await upgrade_database(engine, "0001")
         async with engine.begin() as connection:
             await connection.execute(text("INSERT INTO users (id, remix, default_suffix, variability) "
-                                          "VALUES (1, 0, '', 'subtle')"))
+                                          "VALUES (1, false, '', 'subtle')"))
             await connection.execute(text("INSERT INTO jobs (id, kind, user_id, prompt, request, mode, state, "
                                           "attempts, channel_id, message_id) "
                                           "VALUES (1, 'imagine', 1, 'a cat', '{}', 'fast', 'done', 1, 5, 77)"))
@@ -73,8 +95,10 @@ async def test_upgrading_and_downgrading_keep_every_row(tmp_path):
         async with engine.connect() as connection:
             assert (await connection.execute(text("SELECT count(*) FROM images"))).scalar() == 1
             assert (await connection.execute(text("SELECT crashes FROM jobs"))).scalar() == 0
-            assert (await connection.execute(text("SELECT allowed_modes FROM guilds"))).scalar() == '["fast"]'
+            modes = (await connection.execute(text("SELECT allowed_modes FROM guilds"))).scalar()
+            assert (json.loads(modes) if isinstance(modes, str) else modes) == ["fast"]  # PostgreSQL reads JSON
             assert (await connection.execute(text("SELECT count(*) FROM channels"))).scalar() == 1
-            assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1  # on again after
+            if sqlite:
+                assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1  # on again after
     finally:
         await engine.dispose()
