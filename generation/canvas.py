@@ -77,6 +77,8 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 def _seam(new: np.ndarray, margin: int) -> tuple[Image.Image, Image.Image]:
     """For the new area `new` (bool, the whole canvas): the mask the model paints, and how much of
     the original goes back (a smooth ramp from 0 next to the new area to exactly 255 beyond `margin`)."""
+    if not new.any():  # nothing new (a zoom by 1): the whole original comes back
+        return Image.fromarray(np.zeros(new.shape, np.uint8)), Image.fromarray(np.full(new.shape, 255, np.uint8))
     into_old = distance_transform_cdt(~new, metric="chessboard")  # pixels from the new area
     ramp = _smoothstep(into_old / (margin + 1))
     keep = np.where(into_old > margin, 255, np.round(255 * ramp)).astype(np.uint8)

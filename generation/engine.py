@@ -205,6 +205,12 @@ class GenerationPlan:
         }
 
 
+def held_until(total: int, stop_at: int) -> int:
+    """The step after which an outpaint's held band is let go: half way (HELD_SHARE), or the step
+    before `--stop` ends the loop, so that the band is always painted at least once."""
+    return max(1, min(math.ceil(total * HELD_SHARE), stop_at - 1))
+
+
 def latent_mask(mask: Image.Image, vae_factor: int) -> torch.Tensor:
     """A mask on the latent grid as the inpainting pipelines keep it: (1, 1, h, w), 1.0 = paint."""
     cells = mask.resize((mask.width // vae_factor, mask.height // vae_factor), Image.Resampling.NEAREST)
@@ -519,7 +525,8 @@ class Engine:
         canvas = self._canvas(job, model)
         pipe = model.inpaint
         release = None
-        if canvas.held is not None and pipe.unet.config.in_channels == 4 and plan.steps >= 2:
+        if (canvas.held is not None and pipe.unet.config.in_channels == 4
+                and math.ceil(plan.steps * plan.stop / 100) >= 2):  # a step to hold and one to paint the band
             release = latent_mask(canvas.mask, pipe.vae_scale_factor)
         painted = self._denoise(model, pipe, plan, conditioning.repeat(len(seeds)), seeds, report, token,
                                 release_mask=release, image=[canvas.image] * len(seeds),
@@ -620,15 +627,15 @@ class Engine:
             guidance = pipe.guidance_scale  # the step that just ran
             # the next step's (--chaos); diffusers' callback docs change guidance this way ("dynamic CFG")
             pipe._guidance_scale = chaos_guidance(plan.cfg, plan.chaos / 100, done, total)
+            released = {}
+            if release_mask is not None and done == held_until(total, stop_at):
+                mask = callback_kwargs["mask"]
+                released["mask"] = torch.maximum(mask, release_mask.to(mask.device, mask.dtype))
             if done >= stop_at and done < total:  # --stop: decode the current estimate
                 pipe._interrupt = True  # diffusers' documented way to end the loop early
                 report(Progress(stop_at, stop_at))
                 latents = tap.estimate_x0(images, guidance)
                 return {"latents": latents.to(callback_kwargs["latents"].dtype)}
-            released = {}
-            if release_mask is not None and done == math.ceil(total * HELD_SHARE):
-                mask = callback_kwargs["mask"]
-                released["mask"] = torch.maximum(mask, release_mask.to(mask.device, mask.dtype))
             preview = None
             if self.preview_every and done % self.preview_every == 0 and done < stop_at:
                 preview = preview_image(tap.estimate_x0(1, guidance), projection, PREVIEW_SIDE)

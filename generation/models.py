@@ -115,11 +115,18 @@ class LoraAdapters:
         with warnings.catch_warnings():  # several adapters on one model is the point here
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             self._pipe.load_lora_weights(str(path), adapter_name=adapter)
-            if self._other_unets:
-                state_dict, alphas = self._pipe.lora_state_dict(str(path))  # kohya/WebUI keys converted
+            try:
+                if self._other_unets:  # as load_lora_weights loads the pipeline's own UNet: keys, alphas, metadata
+                    state_dict, alphas, metadata = self._pipe.lora_state_dict(str(path), return_lora_metadata=True)
+                    for unet in self._other_unets:
+                        self._pipe.load_lora_into_unet(dict(state_dict), network_alphas=alphas, unet=unet,
+                                                       adapter_name=adapter, metadata=metadata, _pipeline=self._pipe)
+            except Exception:  # half loaded: the adapter leaves every model it reached
+                self._pipe.delete_adapters(adapter)
                 for unet in self._other_unets:
-                    unet.load_lora_adapter(dict(state_dict), network_alphas=alphas, prefix="unet",
-                                           adapter_name=adapter)
+                    with contextlib.suppress(ValueError, KeyError):
+                        unet.delete_adapters(adapter)
+                raise
         self._loaded[name] = adapter
         log.info("loaded LoRA %s as adapter %s", name, adapter)
         if len(self._loaded) > self._capacity:

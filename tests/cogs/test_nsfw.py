@@ -8,16 +8,26 @@ below (helpers/tiny_safety.py): the grids these tests ask for, made by the real 
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers.discord_harness import ADMIN_ROLE_ID, MANAGE_GUILD, NSFW_CHANNEL_ID, NSFW_THREAD_ID, THREAD_ID
+from helpers.discord_harness import (
+    ADMIN_ROLE_ID,
+    CHANNEL_ID,
+    GUILD_ID,
+    MANAGE_GUILD,
+    NSFW_CHANNEL_ID,
+    NSFW_THREAD_ID,
+    THREAD_ID,
+)
 from helpers.job_messages import job_of_message
 from helpers.tiny_safety import build_tiny_safety_checker
 from PIL import Image
 
 from bot.config import ModerationSettings
 from bot.messages import BLUR, veil
+from generation.executor import Progress
 from generation.imaging import make_grid
 
 MEMBER, ADMIN = 7001, 7002
@@ -110,6 +120,13 @@ async def test_flagged_previews_are_not_shown_where_flagged_pictures_are_not(che
     assert len(made) >= 2 and len(blurred) == len(made)
     for shown, as_made in zip(blurred, made, strict=True):
         assert difference(shown, veil(as_made, BLUR)) < 2 < difference(shown, as_made)
+
+    # a preview the checker does flag: not shown at all there, as made where NSFW may be
+    flagged = Progress(5, 20, preview=made[0], flagged=True)
+    here, after_dark_post = (SimpleNamespace(channel_id=channel, guild_id=GUILD_ID)
+                             for channel in (CHANNEL_ID, NSFW_CHANNEL_ID))
+    assert await checked.bot.delivery.preview_shown(flagged, here) is None
+    assert await checked.bot.delivery.preview_shown(flagged, after_dark_post) is made[0]
 
     token = checked.command("admin nsfw", ADMIN, permissions=MANAGE_GUILD, roles=(ADMIN_ROLE_ID,), policy="withhold")
     assert (await checked.ephemeral_text(token)).startswith("✅")

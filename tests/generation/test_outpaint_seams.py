@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from generation.canvas import Canvas, make_square, pan, region, seam_margin, zoom_out
-from generation.engine import Imagine, Outpaint, Repaint
+from generation.engine import Imagine, Outpaint, Repaint, held_until
 
 UNIT = 16  # the built-in model's alignment
 MARGIN = 8  # seam_margin(UNIT): the old picture is exact farther than this from the new area
@@ -82,8 +82,8 @@ def painted_box(canvas: Canvas) -> tuple[int, int, int, int]:
 
 
 def hard_paste(picture: Image.Image, canvas: Canvas) -> Image.Image:
-    """The picture with the original pasted back to the pixel, as before the margin. For the
-    outpaints the pipeline's inputs did not change, so this is exactly the old result."""
+    """The picture with the original pasted back to the pixel, as before the margin: the seam
+    the margin removes, on the same painting (the painting itself is the new one, held band included)."""
     result = picture.convert("RGB").copy()
     result.paste(canvas.keep, canvas.keep_at)
     return result
@@ -131,6 +131,21 @@ def test_restore_is_exact_beyond_the_margin_and_a_smooth_ramp_across_it(kind):
         assert ring.size and 0 < ring.min() == ring.max() < 255
         if d > 1:
             assert ring[0] > full[distance == d - 1][0]
+
+
+@pytest.mark.parametrize(("total", "stop_at", "let_go"), [
+    (10, 10, 5), (9, 9, 5), (10, 5, 4), (10, 3, 2), (2, 2, 1), (30, 30, 15), (30, 6, 5),
+])
+def test_the_band_is_let_go_half_way_or_before_stop_ends_the_loop(total, stop_at, let_go):
+    assert held_until(total, stop_at) == let_go
+
+
+def test_a_zoom_by_one_paints_nothing_and_gives_the_original_back():
+    source = Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    canvas = zoom_out(source, 1.0, UNIT)
+    assert not np.asarray(canvas.mask).any()
+    painted = Image.new("RGB", canvas.image.size, (0, 255, 0))
+    assert (pixels(canvas.restore(painted)) == pixels(source)).all()
 
 
 def test_the_outpaints_hold_a_band_along_the_old_picture_for_the_first_steps():
