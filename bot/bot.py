@@ -24,6 +24,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryService
 from bot.fetch import FetchLimiter, make_session
 from bot.jobs import JobRunner
+from bot.metrics import Metrics
 from bot.replies import tell_privately
 from bot.rules import CommunityRules, let_in
 from bot.supervisor import PreviousExit
@@ -79,6 +80,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.previous_exit = previous_exit  # how the last process ended (bot/supervisor.py): who is to blame
         self.started_file = started_file  # touched once the job queue is up, for the supervisor
         self.executor: Executor | None = None
+        self.metrics: Metrics | None = None  # /metrics and /health, when [metrics] port is set
         self.database = None
         self.job_buttons: JobButtonHandler | None = None  # what a press of a job's button does (cogs/imagine.py)
         self._sweeper: asyncio.Task[None] | None = None
@@ -103,6 +105,10 @@ class ImagineBot(commands.AutoShardedBot):
                               caps=self.settings.queue.caps, previous_exit=self.previous_exit,
                               model_of=model_of_request(self.engine), loaded_models=lambda: self.engine.resident)
         await self.jobs.start()
+        if self.settings.metrics.port:
+            self.metrics = Metrics(self)
+            self.jobs.observers.append(self.metrics.observe)
+            await self.metrics.start(self.settings.metrics.bind, self.settings.metrics.port)
         if self.started_file is not None:
             self.started_file.touch()
         self.delivery = DeliveryService(self, redelivery_seconds=self.settings.discord.redelivery_seconds)
@@ -130,6 +136,8 @@ class ImagineBot(commands.AutoShardedBot):
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self.metrics is not None:
+            await self.metrics.close()
         if hasattr(self, "jobs"):
             await self.jobs.close()
         if self.executor is not None:

@@ -138,6 +138,11 @@ class _Discord(_Section):
     redelivery_seconds: float = Field(60.0, ge=5.0, le=3600.0)
 
 
+class _Metrics(_Section):
+    port: int = Field(0, ge=0, le=65535)
+    bind: str = "127.0.0.1"
+
+
 class _File(_Section):
     models: _Models = Field(default_factory=_Models)
     limits: _Limits = Field(default_factory=_Limits)
@@ -147,6 +152,7 @@ class _File(_Section):
     discord: _Discord = Field(default_factory=_Discord)
     quotas: _Quotas = Field(default_factory=_Quotas)
     moderation: _Moderation = Field(default_factory=_Moderation)
+    metrics: _Metrics = Field(default_factory=_Metrics)
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,12 @@ class DiscordSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    port: int = 0  # /metrics and /health; 0: not served
+    bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     limits: PromptLimits
@@ -201,6 +213,7 @@ class Settings:
     images: FetchPolicy = field(default_factory=FetchPolicy)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def config_path() -> Path:
@@ -328,4 +341,5 @@ def _settings_from(file: _File, base: Path) -> Settings:
                                       _resolve(base, file.moderation.safety_checker)
                                       if file.moderation.safety_checker else None,
                                       file.moderation.allow_dms),
+        metrics=MetricsSettings(file.metrics.port, file.metrics.bind),
     )

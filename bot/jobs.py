@@ -86,6 +86,7 @@ class JobRunner:
         self._durations: deque[float] = deque(maxlen=20)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self.observers: list[Callable[[JobEvent], None]] = []  # every job's events (bot/metrics.py)
         # the jobs the last start-up found unfinished and queued again, for the delivery service
         # to follow (those it gave up are failed, and their owners told like any failed job's)
         self.recovered: list[int] = []
@@ -98,6 +99,11 @@ class JobRunner:
         await self._rebuild()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatch")
         self._wake.set()
+
+    @property
+    def dispatching(self) -> bool:
+        """Whether the queue hands out work (started, and its task has not died)."""
+        return self._dispatcher is not None and not self._dispatcher.done()
 
     async def close(self) -> None:
         """Stop handing out work; running jobs stay `running` and run again at next start."""
@@ -262,11 +268,12 @@ class JobRunner:
         started = asyncio.get_running_loop().time()
         async for progress in handle.events():
             self._emit(JobProgress(job_id, progress))
-        state, error = JobState.DONE, None
+        state, error, seconds, model = JobState.DONE, None, None, None
         try:
             result = await handle.result()
             elapsed = asyncio.get_running_loop().time() - started
-            await self._record(job_id, result, result.timings.get("total", elapsed))
+            seconds, model = result.timings.get("total", elapsed), result.parameters.get("model")
+            await self._record(job_id, result, seconds)
             self._durations.append(elapsed)
         except JobCancelled:
             state = JobState.CANCELLED
@@ -281,7 +288,7 @@ class JobRunner:
             self._handles.pop(job_id, None)
             self.scheduler.finish(job_id)
             self._wake.set()
-        self._emit(JobFinished(job_id, state, error))
+        self._emit(JobFinished(job_id, state, error, seconds, model))
 
     async def _record(self, job_id: int, result: GenerationResult, gpu_seconds: float) -> None:
         """Write the files, then the rows (with the engine's seconds: what fast time counts); a job
@@ -304,6 +311,8 @@ class JobRunner:
     def _emit(self, event: JobEvent) -> None:
         for listener in self._listeners.get(event.job_id, ()):
             listener.put_nowait(event)
+        for observe in self.observers:
+            observe(event)
 
 
 __all__ = ["JobEvent", "JobFinished", "JobProgress", "JobRunner", "JobStarted", "NewJob", "QueueFull"]

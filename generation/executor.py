@@ -53,6 +53,8 @@ class JobFinished:
     job_id: int
     state: str  # "done", "failed" or "cancelled" (storage's JobState values)
     error: str | None = None
+    gpu_seconds: float | None = None  # the engine's time for a job that ran to the end
+    model: str | None = None  # the model version it ran on
 
 
 # what the job runner tells whoever follows a job, in this order

@@ -249,6 +249,10 @@ class FairScheduler:
 
     # --- looking -----------------------------------------------------------------
 
+    def waiting_by_mode(self) -> dict[str, int]:
+        """How many jobs wait in each mode (not the running ones)."""
+        return {mode: len(self._classes[mode]) for mode in PRIORITY}
+
     def position(self, job_id: int) -> int | None:
         """How many queued jobs start before this one (0 = next), None when it is not queued."""
         for ahead, job in enumerate(self._start_order()):

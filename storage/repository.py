@@ -232,6 +232,12 @@ async def note_delivery_failure(session: AsyncSession, *, job_id: int, error: st
     return job
 
 
+async def count_undelivered_jobs(session: AsyncSession) -> int:
+    """Finished jobs whose outcome has not reached its owner yet (`delivery` pending)."""
+    return int(await session.scalar(select(func.count()).select_from(Job).where(
+        Job.delivery == Delivery.PENDING, Job.state.not_in(UNFINISHED))) or 0)
+
+
 async def list_undelivered_jobs(session: AsyncSession, *, limit: int = 20) -> list[Job]:
     """Finished jobs whose outcome is not posted yet and is due to be tried, those never tried
     first (so jobs that keep failing hold up no others), with their images."""

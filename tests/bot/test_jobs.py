@@ -67,10 +67,13 @@ async def test_a_job_runs_reports_progress_and_stores_four_images(runner_factory
     events = [event async for event in runner.events(job_id)]
     assert isinstance(events[0], JobStarted)
     assert [e.progress.percent for e in events if isinstance(e, JobProgress)] == [33, 67, 100]
-    assert events[-1] == JobFinished(job_id, JobState.DONE)
+    finished = events[-1]
+    assert isinstance(finished, JobFinished) and (finished.job_id, finished.state, finished.error) == (
+        job_id, JobState.DONE, None)
     async with sessionmaker() as session:
         job = await repo.get_job(session, job_id=job_id)
     assert job.state == JobState.DONE and job.attempts == 1
+    assert finished.gpu_seconds == job.gpu_seconds > 0  # what fast time and /metrics count
     assert [(i.index, i.seed) for i in job.images] == [(0, 10), (1, 11), (2, 12), (3, 13)]
     for image in job.images:
         assert Image.open(image.path).getpixel((0, 0)) == colour_for(job_id, image.seed)

@@ -49,7 +49,9 @@ async def test_imagine_then_vary_upscale_and_reroll_from_the_stored_pictures(run
     prompt = "a red circle --seed 42"  # the background is left to the seed
     job, events = await run_to_end(runner, sessionmaker, new_imagine(request_for(prompt), prompt))
 
-    assert events[-1] == JobFinished(job.id, JobState.DONE)
+    finished = events[-1]
+    assert isinstance(finished, JobFinished) and (finished.state, finished.model) == (JobState.DONE, "builtin")
+    assert finished.gpu_seconds == job.gpu_seconds > 0
     assert [e.progress.percent for e in events if isinstance(e, JobProgress)][-1] == 100
     assert [(image.index, image.seed, image.width, image.height) for image in job.images] == [
         (0, 42, 64, 64), (1, 43, 64, 64), (2, 44, 64, 64), (3, 45, 64, 64)]
