@@ -379,6 +379,18 @@ def _cmd_train_builtin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import torch
+
+    from bot.worker import serve
+
+    settings = load_settings()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    serve(settings, args.broker or settings.queue.broker_url, device, models)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="A Midjourney-style Discord bot "
                                      "on open diffusion models.")
@@ -391,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how the last run ended (the supervisor says): a crash is blamed on its running job")
     serve.add_argument("--started-file", help="touched once the job queue is up (for the supervisor)")
     serve.set_defaults(handler=_cmd_serve)
+
+    worker = commands.add_parser("worker", help="a GPU worker: runs jobs from the Redis broker "
+                                                "([queue] broker_url or $IMAGINE_BROKER_URL), one at a time")
+    worker.add_argument("--device", help="cuda:0, cuda:1... or cpu (default: cuda when there is one)")
+    worker.add_argument("--models", default="", help="versions to load at start, comma-separated (builtin,1.5)")
+    worker.add_argument("--broker", help="the broker's URL, instead of the config's")
+    worker.set_defaults(handler=_cmd_worker)
 
     sync = commands.add_parser("sync", help="register the slash commands with Discord (after adding or changing "
                                            "commands; not needed on every start)")

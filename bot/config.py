@@ -28,6 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
 CONFIG_ENV = "BOT_CONFIG"
 TOKEN_ENV = "DISCORD_TOKEN"
+BROKER_ENV = "IMAGINE_BROKER_URL"  # the GPU workers' Redis, when its URL holds a password
 
 QueueMode = Literal["fast", "relax", "turbo"]
 
@@ -102,6 +103,7 @@ class _Queue(_Section):
     running: dict[QueueMode, int] = Field(default_factory=lambda: {"turbo": 3, "fast": 3, "relax": 1})
     queued: dict[QueueMode, int] = Field(default_factory=lambda: {"turbo": 10, "fast": 10, "relax": 10})
     guild_queued: int = Field(100, ge=1, le=100_000)
+    broker_url: str = "redis://127.0.0.1:6379/0"
 
 
 class _Quotas(_Section):
@@ -161,6 +163,7 @@ class QueueSettings:
     allowed_modes: tuple[QueueMode, ...]  # the modes every member may use; role rules may add more
     caps: QueueCaps = field(default_factory=QueueCaps)  # per member and per server, and relax's share
     burst: str = "20/minute"  # requests one member may make (a `limits` rate: a cooldown for bursts)
+    broker_url: str = "redis://127.0.0.1:6379/0"  # GPU workers' Redis (bot/worker.py); $IMAGINE_BROKER_URL wins
 
 
 @dataclass(frozen=True)
@@ -326,7 +329,7 @@ def _settings_from(file: _File, base: Path) -> Settings:
         queue=QueueSettings(queue.default_mode, tuple(queue.allowed_modes),
                             QueueCaps(running=dict(queue.running), queued=dict(queue.queued),
                                       guild_queued=queue.guild_queued, relax_every=queue.relax_every),
-                            queue.burst),
+                            queue.burst, os.environ.get(BROKER_ENV) or queue.broker_url),
         storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir),
                                 file.storage.keep_inputs_days, file.storage.keep_results_days),
         discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds,

@@ -99,3 +99,19 @@ def test_community_settings_are_read_and_checked(tmp_path):
         path.write_text(bad)
         with pytest.raises(ConfigError, match=complaint):
             load_settings(path)
+
+
+def test_the_workers_broker_comes_from_the_environment_when_set(tmp_path, monkeypatch):
+    path = write(tmp_path, '[queue]\nbroker_url = "redis://127.0.0.1:6380/2"\n')
+    monkeypatch.delenv("IMAGINE_BROKER_URL", raising=False)
+    assert load_settings(path).queue.broker_url == "redis://127.0.0.1:6380/2"
+    monkeypatch.setenv("IMAGINE_BROKER_URL", "redis://:secret@redis.internal:6379/0")
+    assert load_settings(path).queue.broker_url == "redis://:secret@redis.internal:6379/0"
+    assert load_settings(write(tmp_path, "")).metrics.port == 0  # /metrics is off unless asked for
+
+
+def test_the_broker_password_is_not_logged():
+    from bot.worker import _without_password
+
+    assert _without_password("redis://:secret@redis.internal:6379/0") == "redis://:***@redis.internal:6379/0"
+    assert _without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
+from helpers.ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import MetricsSettings
 
 MEMBER = 8001
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

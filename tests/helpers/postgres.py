@@ -12,12 +12,13 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+
+from helpers.ports import free_port
 
 BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"),)
 
@@ -33,11 +34,6 @@ def _binary(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
@@ -45,7 +41,7 @@ def postgres_server() -> Iterator[str]:
     removed afterwards. Its folder is made directly under the system's temporary folder, so the
     `postgres` user can reach it when the tests run as root."""
     folder = Path(tempfile.mkdtemp(prefix="imagine-bot-pg-"))
-    data, port = folder / "pgdata", _free_port()
+    data, port = folder / "pgdata", free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:
         account = pwd.getpwnam("postgres")
