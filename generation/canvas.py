@@ -103,8 +103,10 @@ def zoom_out(source: Image.Image, factor: float, unit: int) -> Canvas:
     if not 1.0 <= factor <= 2.0:
         raise ValueError("the zoom factor must be between 1 and 2")
     width, height = source.size
-    inner = (_round_to(width / factor, unit), _round_to(height / factor, unit))
-    inner = (min(inner[0], width), min(inner[1], height))
+    # Half the alignment (whole latent cells, like the seam margin) keeps the picture's shape:
+    # on the whole alignment an 80×48 picture shrank to 32×32, a square drawn tall and narrow.
+    step = seam_margin(unit)
+    inner = (min(_round_to(width / factor, step), width), min(_round_to(height / factor, step), height))
     small = source.convert("RGB").resize(inner, Image.Resampling.LANCZOS)
     at = ((width - inner[0]) // 2, (height - inner[1]) // 2)
     return _outpaint(small, (width, height), at, seam_margin(unit))

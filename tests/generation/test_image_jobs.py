@@ -43,7 +43,9 @@ def test_zoom_out_puts_the_shrunk_picture_in_the_centre():
     assert canvas.image.size == (64, 64) and canvas.keep.size == (32, 32) and canvas.keep_at == (16, 16)
     mask = np.asarray(canvas.mask)
     assert mask[16:48, 16:48].max() == 0 and mask[:16].min() == 255  # paint the border only
-    assert zoom_out(source, 1.5, unit=16).keep.size == (48, 48)
+    assert zoom_out(source, 1.5, unit=16).keep.size == (40, 40)  # 42.7 on the latent grid (8 px steps)
+    wide = zoom_out(drawn("square", "blue", size=(80, 48)), 2.0, unit=16)  # the shape is kept: 40×24, not 32×32
+    assert (wide.image.size, wide.keep.size, wide.keep_at) == ((80, 48), (40, 24), (20, 12))
     with pytest.raises(ValueError):
         zoom_out(source, 2.5, unit=16)
 
