@@ -28,7 +28,7 @@ from bot.metrics import Metrics
 from bot.replies import tell_privately
 from bot.rules import CommunityRules, let_in
 from bot.supervisor import PreviousExit
-from bot.work import engine_work, model_of_request
+from bot.work import engine_work, model_of_request, remote_work
 from generation.executor import Executor, LocalExecutor
 from storage.database import create_engine, create_sessionmaker, upgrade_database
 from storage.images import ImageStore
@@ -92,18 +92,9 @@ class ImagineBot(commands.AutoShardedBot):
         self.store = ImageStore(self.settings.storage.image_dir)
         if self.engine is None:
             self.engine = await asyncio.to_thread(build_engine, self.settings)
-        self.executor = LocalExecutor()
         self.rules = CommunityRules(self.settings, self.sessionmaker)
         await self.rules.load()
-        checker = None
-        if self.settings.moderation.safety_checker is not None:  # loaded once, off the loop, beside the engine
-            from generation.safety import SafetyChecker
-            checker = await asyncio.to_thread(SafetyChecker, self.settings.moderation.safety_checker,
-                                              device=str(getattr(self.engine, "device", "cpu")))
-        self.jobs = JobRunner(self.sessionmaker, self.store, self.executor,
-                              engine_work(self.engine, self.store, checker),
-                              caps=self.settings.queue.caps, previous_exit=self.previous_exit,
-                              model_of=model_of_request(self.engine), loaded_models=lambda: self.engine.resident)
+        self.jobs = await self.job_runner()
         await self.jobs.start()
         if self.settings.metrics.port:
             self.metrics = Metrics(self)
@@ -124,6 +115,30 @@ class ImagineBot(commands.AutoShardedBot):
                 await self.load_extension(extension)
             except Exception:
                 log.exception("could not load extension %s", extension)
+
+    async def job_runner(self) -> JobRunner:
+        """The job runner on this process's engine (`[queue] executor = "local"`), or on the GPU
+        workers over Celery ("celery": bot/remote.py; they load the models and the safety checker)."""
+        queue = self.settings.queue
+        model_of = model_of_request(self.engine)
+        if queue.executor == "celery":
+            from bot.remote import RemoteExecutor
+
+            remote = RemoteExecutor(queue.broker_url, lease_seconds=queue.lease_seconds)
+            self.executor = remote
+            await remote.start()
+            return JobRunner(self.sessionmaker, self.store, remote, remote_work(self.store, model_of),
+                             caps=queue.caps, previous_exit=self.previous_exit, model_of=model_of,
+                             loaded_models=remote.loaded_models)
+        self.executor = LocalExecutor()
+        checker = None
+        if self.settings.moderation.safety_checker is not None:  # loaded once, off the loop, beside the engine
+            from generation.safety import SafetyChecker
+            checker = await asyncio.to_thread(SafetyChecker, self.settings.moderation.safety_checker,
+                                              device=str(getattr(self.engine, "device", "cpu")))
+        return JobRunner(self.sessionmaker, self.store, self.executor, engine_work(self.engine, self.store, checker),
+                         caps=queue.caps, previous_exit=self.previous_exit, model_of=model_of,
+                         loaded_models=lambda: self.engine.resident)
 
     async def close(self) -> None:
         for extension in list(self.extensions):

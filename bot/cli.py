@@ -387,7 +387,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = [name.strip() for name in args.models.split(",") if name.strip()]
-    serve(settings, args.broker or settings.queue.broker_url, device, models)
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.name):
+        raise SystemExit("--name: 1 to 64 letters, digits, dots, dashes or underscores")
+    serve(settings, args.broker or settings.queue.broker_url, device, models, args.name)
     return 0
 
 
@@ -409,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", help="cuda:0, cuda:1... or cpu (default: cuda when there is one)")
     worker.add_argument("--models", default="", help="versions to load at start, comma-separated (builtin,1.5)")
     worker.add_argument("--broker", help="the broker's URL, instead of the config's")
+    worker.add_argument("--name", help="the worker's name, unique among the workers (default: host-device)")
     worker.set_defaults(handler=_cmd_worker)
 
     sync = commands.add_parser("sync", help="register the slash commands with Discord (after adding or changing "

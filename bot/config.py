@@ -29,6 +29,7 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
 CONFIG_ENV = "BOT_CONFIG"
 TOKEN_ENV = "DISCORD_TOKEN"
 BROKER_ENV = "IMAGINE_BROKER_URL"  # the GPU workers' Redis, when its URL holds a password
+EXECUTOR_ENV = "IMAGINE_EXECUTOR"  # "local" or "celery", over [queue] executor (scripts/cluster.sh, containers)
 
 QueueMode = Literal["fast", "relax", "turbo"]
 
@@ -103,7 +104,9 @@ class _Queue(_Section):
     running: dict[QueueMode, int] = Field(default_factory=lambda: {"turbo": 3, "fast": 3, "relax": 1})
     queued: dict[QueueMode, int] = Field(default_factory=lambda: {"turbo": 10, "fast": 10, "relax": 10})
     guild_queued: int = Field(100, ge=1, le=100_000)
+    executor: Literal["local", "celery"] = "local"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    lease_seconds: float = Field(20.0, ge=1.0, le=600.0)
 
 
 class _Quotas(_Section):
@@ -164,6 +167,8 @@ class QueueSettings:
     caps: QueueCaps = field(default_factory=QueueCaps)  # per member and per server, and relax's share
     burst: str = "20/minute"  # requests one member may make (a `limits` rate: a cooldown for bursts)
     broker_url: str = "redis://127.0.0.1:6379/0"  # GPU workers' Redis (bot/worker.py); $IMAGINE_BROKER_URL wins
+    executor: Literal["local", "celery"] = "local"  # where jobs run: this process, or GPU workers over Celery
+    lease_seconds: float = 20.0  # a worker silent this long is taken for lost; its job runs again elsewhere
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,10 @@ def _settings_from(file: _File, base: Path) -> Settings:
                               max_resident_gib=models.max_resident_gib, budget_gib=models.memory_budget_gib),
     )
     queue = file.queue
+    if (executor := os.environ.get(EXECUTOR_ENV)) is not None:
+        if executor not in ("local", "celery"):
+            raise ValueError(f"${EXECUTOR_ENV} is \"local\" or \"celery\", not {executor!r}")
+        queue = queue.model_copy(update={"executor": executor})
     if queue.default_mode not in queue.allowed_modes:
         raise ValueError(f"queue.default_mode {queue.default_mode!r} is not in queue.allowed_modes")
     try:
@@ -329,7 +338,8 @@ def _settings_from(file: _File, base: Path) -> Settings:
         queue=QueueSettings(queue.default_mode, tuple(queue.allowed_modes),
                             QueueCaps(running=dict(queue.running), queued=dict(queue.queued),
                                       guild_queued=queue.guild_queued, relax_every=queue.relax_every),
-                            queue.burst, os.environ.get(BROKER_ENV) or queue.broker_url),
+                            queue.burst, os.environ.get(BROKER_ENV) or queue.broker_url, queue.executor,
+                            queue.lease_seconds),
         storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir),
                                 file.storage.keep_inputs_days, file.storage.keep_results_days),
         discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds,

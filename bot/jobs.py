@@ -25,14 +25,15 @@ from generation.executor import (
     Executor,
     JobCancelled,
     JobEvent,
+    JobFailed,
     JobFinished,
     JobHandle,
     JobProgress,
     JobStarted,
-    Work,
+    WorkerLost,
 )
 from generation.memory import JobTooLarge
-from generation.queue import FairScheduler, QueueCaps, QueueFull
+from generation.queue import FairScheduler, QueueCaps, QueuedJob, QueueFull
 from generation.results import GenerationResult
 from storage import repository as repo
 from storage.images import ImageStore
@@ -41,7 +42,10 @@ from storage.repository import NewJob
 
 log = logging.getLogger(__name__)
 
-WorkFactory = Callable[[Job], Work[GenerationResult]]
+WorkFactory = Callable[[Job], Any]  # what the runner's executor runs: a `Work` closure, or bot/remote.RemoteWork
+
+
+GIVEN_UP_LOST = "the GPU workers were lost too many times while making this job; it was given up"
 
 
 class UnsupportedJob(ValueError):
@@ -51,7 +55,7 @@ class UnsupportedJob(ValueError):
 def cause_for_user(error: BaseException) -> str:
     """What a failed job's owner is told: a short cause, never an exception's text or a server
     path (the log has the whole traceback, under the job's id)."""
-    if isinstance(error, UnsupportedJob | JobTooLarge):
+    if isinstance(error, UnsupportedJob | JobTooLarge | JobFailed):
         return str(error)
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return "the GPU ran out of memory: try a smaller --ar or --q .5"
@@ -86,6 +90,7 @@ class JobRunner:
         self._durations: deque[float] = deque(maxlen=20)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self.executor.on_capacity = self._wake.set  # a worker joined or came free
         self.observers: list[Callable[[JobEvent], None]] = []  # every job's events (bot/metrics.py)
         # the jobs the last start-up found unfinished and queued again, for the delivery service
         # to follow (those it gave up are failed, and their owners told like any failed job's)
@@ -96,7 +101,10 @@ class JobRunner:
     async def start(self) -> None:
         """Make the image store match the job table, rebuild the queue from it, then start handing out work."""
         await self._reconcile_store()
-        await self._rebuild()
+        for job, handle in await self._rebuild():
+            self.scheduler.add_running(QueuedJob(job.id, job.user_id, job.mode.value, job.guild_id,
+                                                 self.model_of(job.request)))
+            self._follow_handle(job.id, handle)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatch")
         self._wake.set()
 
@@ -106,13 +114,13 @@ class JobRunner:
         return self._dispatcher is not None and not self._dispatcher.done()
 
     async def close(self) -> None:
-        """Stop handing out work; running jobs stay `running` and run again at next start."""
+        """Stop handing out work; running jobs stay `running`: they run again at next start, or a
+        remote worker runs them on and the next start adopts them. (The executor's `close` stops
+        what runs in this process.)"""
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-        for handle in self._handles.values():
-            handle.cancel()
         for task in list(self._followers):
             task.cancel()
         await asyncio.gather(*self._followers, return_exceptions=True)
@@ -125,17 +133,23 @@ class JobRunner:
         if temps or orphans:
             log.info("image store: removed %d unfinished writes and %d files no job records", temps, orphans)
 
-    async def _rebuild(self) -> None:
-        """Queued jobs go back in the queue. A job found running is blamed only when the process
-        crashed under it (bot/supervisor.py tells) and given up after `max_crashes`; it is queued
-        again behind the others, so a job that crashes the bot holds nobody back and a run of kills
-        from outside does not keep landing on the same job. `max_starts` is the backstop for a job
-        that the OOM killer stops every time (a kill from outside, to the supervisor)."""
-        blame = self.previous_exit != PreviousExit.KILLED
+    async def _rebuild(self) -> list[tuple[Job, JobHandle[GenerationResult]]]:
+        """Queued jobs go back in the queue. A job found running that a remote worker still runs
+        (or has finished) is adopted: returned with its handle. Any other is queued again; it is
+        blamed only when it ran in this process and the process crashed under it
+        (bot/supervisor.py tells), and given up after `max_crashes`; it is queued again behind the
+        others, so a job that crashes the bot holds nobody back and a run of kills from outside
+        does not keep landing on the same job. `max_starts` is the backstop for a job that the OOM
+        killer stops every time (a kill from outside, to the supervisor)."""
+        blame = self.executor.in_process and self.previous_exit != PreviousExit.KILLED
+        adopted: list[tuple[Job, JobHandle[GenerationResult]]] = []
         async with self.sessionmaker.begin() as session:
             jobs = await repo.list_unfinished_jobs(session)
             requeue, interrupted = [], []
             for job in jobs:
+                if job.state == JobState.RUNNING and (handle := await self.executor.adopt(job.id, job.attempts)):
+                    adopted.append((job, handle))
+                    continue
                 if job.state == JobState.RUNNING:
                     await repo.requeue_job(session, job_id=job.id)
                     if job.attempts >= self.max_starts:  # killed under it again and again: most likely its doing
@@ -156,12 +170,13 @@ class JobRunner:
                     continue
                 requeue.append(job)
         requeue += interrupted
-        self.recovered = [job.id for job in requeue]
+        self.recovered = [job.id for job, _ in adopted] + [job.id for job in requeue]
         for job in requeue:  # accepted before the stop: they stay accepted, whatever the caps say now
             self.scheduler.add(job.id, job.user_id, job.mode.value, guild_id=job.guild_id, enforce_caps=False,
                                model=self.model_of(job.request))
         if requeue:
             log.info("requeued %d unfinished jobs (the last stop: %s)", len(requeue), self.previous_exit.value)
+        return adopted
 
     # --- submitting and following ------------------------------------------------
 
@@ -257,7 +272,9 @@ class JobRunner:
         async with self.sessionmaker.begin() as session:
             job = await repo.mark_job_running(session, job_id=job_id)
             work = self.make_work(job)
-        handle = self.executor.submit(job_id, work)
+        self._follow_handle(job_id, self.executor.submit(job_id, work, attempt=job.attempts))
+
+    def _follow_handle(self, job_id: int, handle: JobHandle[GenerationResult]) -> None:
         self._handles[job_id] = handle
         self._emit(JobStarted(job_id))
         task = asyncio.create_task(self._follow(job_id, handle), name=f"job-{job_id}")
@@ -269,12 +286,17 @@ class JobRunner:
         async for progress in handle.events():
             self._emit(JobProgress(job_id, progress))
         state, error, seconds, model = JobState.DONE, None, None, None
+        again = False  # its worker was lost: it goes back to the queue
         try:
             result = await handle.result()
             elapsed = asyncio.get_running_loop().time() - started
             seconds, model = result.timings.get("total", elapsed), result.parameters.get("model")
             await self._record(job_id, result, seconds)
             self._durations.append(elapsed)
+        except WorkerLost as lost:
+            again = await self._start_again(job_id, lost)
+            if not again:
+                state, error = JobState.FAILED, GIVEN_UP_LOST
         except JobCancelled:
             state = JobState.CANCELLED
             async with self.sessionmaker.begin() as session:
@@ -286,9 +308,24 @@ class JobRunner:
                 await repo.fail_job(session, job_id=job_id, error=error)
         finally:
             self._handles.pop(job_id, None)
-            self.scheduler.finish(job_id)
+            self.executor.forget(job_id)
+            if not (again and self.scheduler.start_again(job_id)):
+                self.scheduler.finish(job_id)
             self._wake.set()
-        self._emit(JobFinished(job_id, state, error, seconds, model))
+        if not again:
+            self._emit(JobFinished(job_id, state, error, seconds, model))
+
+    async def _start_again(self, job_id: int, lost: WorkerLost) -> bool:
+        """A job whose worker was lost is queued again (first of its user's: it waited once); after
+        `max_starts` attempts it is given up. The job is not blamed: a host went away under it."""
+        async with self.sessionmaker.begin() as session:
+            job = await repo.requeue_job(session, job_id=job_id)
+            if job.attempts >= self.max_starts:
+                await repo.fail_job(session, job_id=job_id, error=GIVEN_UP_LOST)
+                log.warning("job %s given up: its worker was lost %s times", job_id, job.attempts)
+                return False
+        log.warning("job %s: %s; it runs again", job_id, lost)
+        return True
 
     async def _record(self, job_id: int, result: GenerationResult, gpu_seconds: float) -> None:
         """Write the files, then the rows (with the engine's seconds: what fast time counts); a job

@@ -3,9 +3,11 @@ a process supervisor, served by aiohttp on the bot's own event loop (docs/operat
 
 The counters follow the job runner's events (every job's, through `JobRunner.observers`);
 the gauges are read when scraped: the queue from the scheduler, the results not yet posted
-from the job table (one count). The registry is the bot's own, not prometheus-client's
-global one, so two bots in one process (the tests) do not share figures. Loopback only
-unless `[metrics] bind` says otherwise: the figures say who is busy, not for the world.
+from the job table (one count), and with GPU workers (`[queue] executor = "celery"`) each
+worker's busy share, jobs and last heartbeat from the heartbeats they keep in Redis. The
+registry is the bot's own, not prometheus-client's global one, so two bots in one process
+(the tests) do not share figures. Loopback only unless `[metrics] bind` says otherwise: the
+figures say who is busy, not for the world.
 """
 
 from __future__ import annotations
@@ -46,17 +48,22 @@ class Metrics:
         self.heartbeat = Gauge("imagine_worker_last_heartbeat_seconds",
                                "Unix time of the worker's last sign of life (a job started, progressed or ended)",
                                ["worker"], registry=self.registry)
+        self.worker_jobs = Gauge("imagine_worker_jobs", "Attempts the worker ran to an end since it started",
+                                 ["worker"], registry=self.registry)
         self.undelivered = Gauge("imagine_undelivered_results",
                                  "Finished jobs whose outcome has not reached its owner yet", registry=self.registry)
         self._since = time.monotonic()
         self._busy_seconds = 0.0
         self._busy_from: dict[int, float] = {}  # job id -> when it started
-        self.heartbeat.labels(LOCAL_WORKER).set(time.time())
+        self._local = bot.executor is None or bot.executor.in_process  # else: the workers' own heartbeats
+        if self._local:
+            self.heartbeat.labels(LOCAL_WORKER).set(time.time())
         self._runner: web.AppRunner | None = None
 
     def observe(self, event: JobEvent) -> None:
         """One job event (JobRunner.observers): counted at once, on the event loop."""
-        self.heartbeat.labels(LOCAL_WORKER).set(time.time())
+        if self._local:
+            self.heartbeat.labels(LOCAL_WORKER).set(time.time())
         if isinstance(event, JobStarted):
             self.started.inc()
             self._busy_from[event.job_id] = time.monotonic()
@@ -73,9 +80,15 @@ class Metrics:
         for mode, waiting in scheduler.waiting_by_mode().items():
             self.queue_depth.labels(mode).set(waiting)
         self.running.set(len(self._busy_from))
-        now = time.monotonic()
-        busy = self._busy_seconds + sum(now - began for began in self._busy_from.values())
-        self.busy_share.labels(LOCAL_WORKER).set(busy / max(now - self._since, 1e-9))
+        if self._local:
+            now = time.monotonic()
+            busy = self._busy_seconds + sum(now - began for began in self._busy_from.values())
+            self.busy_share.labels(LOCAL_WORKER).set(busy / max(now - self._since, 1e-9))
+        else:  # a worker gone keeps its last figures: its heartbeat's age tells it is gone
+            for beat in self.bot.executor.workers():
+                self.busy_share.labels(beat.name).set(beat.busy_share)
+                self.heartbeat.labels(beat.name).set(beat.at)
+                self.worker_jobs.labels(beat.name).set(beat.jobs)
         async with self.bot.sessionmaker() as session:
             self.undelivered.set(await repo.count_undelivered_jobs(session))
 

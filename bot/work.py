@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from PIL import Image
 
 from bot.jobs import UnsupportedJob, WorkFactory
+from bot.remote import RemoteWork
 from generation.engine import Blend, Engine, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary, resolve_version
 from generation.executor import CancelToken, Progress, Work
 from generation.prompt import GenerationRequest
 from generation.results import GenerationResult
 from generation.safety import SafetyChecker
+from generation.wire import job_to_wire
 from storage.images import ImageStore
 from storage.job_requests import FROM_A_PICTURE, job_options, request_without_options
 from storage.models import Job, JobKind
@@ -92,10 +95,8 @@ def model_of_request(engine: Engine) -> Callable[[dict], str | None]:
     return model_of
 
 
-def engine_work(engine: Engine, store: ImageStore, checker: SafetyChecker | None = None) -> WorkFactory:
-    """The JobRunner's WorkFactory on the real engine; with a safety checker, the finished
-    pictures are checked in the same thread (their flags go with the result)."""
-
+def store_readers(store: ImageStore) -> tuple[PictureReader, InputReader]:
+    """How a job's starting pictures are read from the image store (blocking: off the event loop)."""
     def open_source(parent_id: int, index: int) -> Image.Image:
         path = store.path_for(parent_id, index)
         if not path.exists():
@@ -108,6 +109,14 @@ def engine_work(engine: Engine, store: ImageStore, checker: SafetyChecker | None
             raise UnsupportedJob("a picture this job starts from is gone from the image store")
         return store.open(path).convert("RGB")
 
+    return open_source, open_input
+
+
+def engine_work(engine: Engine, store: ImageStore, checker: SafetyChecker | None = None) -> WorkFactory:
+    """The JobRunner's WorkFactory on the real engine; with a safety checker, the finished
+    pictures are checked in the same thread (their flags go with the result)."""
+    open_source, open_input = store_readers(store)
+
     def make_work(job: Job) -> Work[GenerationResult]:
         def work(report: Callable[[Progress], None], token: CancelToken) -> GenerationResult:
             if checker is not None:
@@ -117,5 +126,18 @@ def engine_work(engine: Engine, store: ImageStore, checker: SafetyChecker | None
                 result = replace(result, flagged=tuple(flags_or_all(checker, list(result.images))))
             return result
         return work
+
+    return make_work
+
+
+def remote_work(store: ImageStore, model_of: Callable[[dict], str | None]) -> WorkFactory:
+    """The JobRunner's WorkFactory for GPU workers (bot/remote.py): the job as plain data, its
+    pictures read from the store when it is sent; the workers check the pictures they make."""
+    open_source, open_input = store_readers(store)
+
+    def make_work(job: Job) -> RemoteWork:
+        def message(attempt: int) -> dict[str, Any]:
+            return job_to_wire(job.id, attempt, engine_job_for(job, open_source, open_input))
+        return RemoteWork(model_of(job.request), message)
 
     return make_work

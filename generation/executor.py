@@ -1,9 +1,12 @@
 """Executors run generation work off the event loop and report back to it.
 
 `LocalExecutor` (the default) is one worker thread that owns the engine on this
-machine; a Celery executor will implement the same interface for many GPU workers.
-The event loop never runs model code: it submits work and gets a `JobHandle`, an
-async iterator of progress events that ends with the result (or the error).
+machine; `bot/remote.py`'s `RemoteExecutor` implements the same interface for GPU workers
+over Celery and Redis. The event loop never runs model code: it submits work and gets a
+`JobHandle`, an async iterator of progress events that ends with the result (or the error).
+What "work" is belongs to the executor: a closure over the engine for the local one, a job
+as plain data for the remote one; the job runner gets the executor and its work factory as
+a pair.
 """
 
 from __future__ import annotations
@@ -65,6 +68,15 @@ class JobCancelled(Exception):
     """The job was cancelled; raised by `JobHandle.result()`."""
 
 
+class JobFailed(Exception):
+    """The job failed where it ran (on a GPU worker); the message is already what its owner is told."""
+
+
+class WorkerLost(Exception):
+    """The job's worker is gone (its lease lapsed, or the job could not be handed to it); the
+    job did nothing wrong and runs again as a new attempt. Raised by `JobHandle.result()`."""
+
+
 class CancelToken:
     """Set from the event loop, read by the engine between steps."""
 
@@ -83,7 +95,7 @@ class CancelToken:
 Work = Callable[[Callable[[Progress], None], CancelToken], ResultT]
 
 
-@dataclass
+@dataclass(eq=False)  # a handle is itself: compared and hashed by identity
 class JobHandle(Generic[ResultT]):
     job_id: int
     token: CancelToken = field(default_factory=CancelToken)
@@ -117,8 +129,21 @@ class JobHandle(Generic[ResultT]):
 
 
 class Executor(ABC):
+    on_capacity: Callable[[], None] | None = None  # called when slots may have freed (a worker came)
+    in_process = True  # jobs run in the bot's own process: a crash of the bot may be a job's doing
+
     @abstractmethod
-    def submit(self, job_id: int, work: Work[ResultT]) -> JobHandle[ResultT]: ...
+    def submit(self, job_id: int, work: Any, *, attempt: int = 1) -> JobHandle[Any]:
+        """Start `work` (what this executor runs) as the job's `attempt`-th attempt."""
+
+    async def adopt(self, job_id: int, attempt: int) -> JobHandle[Any] | None:
+        """Follow an attempt a previous process of the bot started and a worker still runs (or has
+        finished); None when nothing runs it any more (it must run again)."""
+        return None
+
+    def forget(self, job_id: int) -> None:
+        """The job's outcome is recorded: what the executor kept for it may go."""
+        return None
 
     @property
     @abstractmethod
@@ -141,6 +166,7 @@ class LocalExecutor(Executor):
         self._loop = asyncio.get_running_loop()
         self._inbox: queue.Queue[tuple[JobHandle[Any], Work[Any]] | None] = queue.Queue()
         self._busy = 0
+        self._handles: set[JobHandle[Any]] = set()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -152,13 +178,17 @@ class LocalExecutor(Executor):
     def free_slots(self) -> int:
         return 0 if self._busy else 1
 
-    def submit(self, job_id: int, work: Work[ResultT]) -> JobHandle[ResultT]:
+    def submit(self, job_id: int, work: Work[ResultT], *, attempt: int = 1) -> JobHandle[ResultT]:
         handle: JobHandle[ResultT] = JobHandle(job_id)
+        self._handles.add(handle)
         self._busy += 1
         self._inbox.put((handle, work))
         return handle
 
     async def close(self) -> None:
+        """Stop: the running job at its next step, the waiting ones before they start."""
+        for handle in self._handles:
+            handle.cancel()
         self._inbox.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -178,6 +208,7 @@ class LocalExecutor(Executor):
 
     def _done(self, handle: JobHandle[Any], result: Any, error: BaseException | None) -> None:
         self._busy -= 1
+        self._handles.discard(handle)
         handle._finish(result, error)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:

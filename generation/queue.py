@@ -111,6 +111,11 @@ class _PriorityClass:
     def add(self, job: QueuedJob) -> None:
         self.by_user.setdefault(job.user_id, deque()).append(job)
 
+    def put_first(self, job: QueuedJob) -> None:
+        """A job that must start again (its worker was lost): first of its user's, that user's turn next."""
+        self.by_user.setdefault(job.user_id, deque()).appendleft(job)
+        self.by_user.move_to_end(job.user_id, last=False)
+
     def take(self, may_run: set[int] | None = None, loaded: Collection[str] = ()) -> QueuedJob | None:
         """The next job of the first user in turn who may run one (or, when that job needs a model
         loaded first, of the next user with a job on a `loaded` model, at most MODEL_PATIENCE times
@@ -230,6 +235,21 @@ class FairScheduler:
                     self._passed_over += 1
                 return job
         return None
+
+    def add_running(self, job: QueuedJob) -> None:
+        """A job already running: one a worker still runs for a previous process of the bot."""
+        self._running[job.job_id] = job
+        if job.guild_id is not None:
+            self._unfinished_by_guild[job.guild_id] += 1
+
+    def start_again(self, job_id: int) -> bool:
+        """A running job goes back to the queue to start again, first of its class (its worker was
+        lost: the job waited its turn once already); False when it is not running."""
+        job = self._running.pop(job_id, None)
+        if job is None:
+            return False
+        self._classes[job.mode].put_first(job)
+        return True
 
     def finish(self, job_id: int) -> None:
         """A running job is over (done, failed or cancelled)."""

@@ -14,6 +14,10 @@ worker must not be the place where a malformed message becomes a crash or a bomb
     job_id, attempt, engine_job = job_from_wire(message)   # the worker
     reply = result_to_wire(job_id, attempt, result)        # the worker
     result = result_from_wire(reply)                       # the bot
+
+While a job runs, its worker sends `progress_to_wire` messages (the step, and every few
+steps a small WebP preview); when it ends, an outcome (`outcome_to_wire`): done with the
+result, cancelled, or failed with what its owner is told.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Annotated, Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .engine import GRID_SIZE, Blend, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary
+from .engine import GRID_SIZE, PREVIEW_SIDE, Blend, EngineJob, Imagine, Outpaint, Repaint, Upscale, Vary
+from .executor import Progress
 from .prompt import MAX_SEED, GenerationRequest
 from .results import GenerationResult
 
@@ -35,6 +40,9 @@ MAX_PICTURES = 5  # /blend's most; an image prompt's pictures are fewer
 MAX_PICTURE_BYTES = 64 * 1024 * 1024  # one PNG
 MAX_PICTURE_PIXELS = 40_000_000  # what bot/fetch.py lets in (its `max_pixels`), and far above any result
 MAX_TEXT = 20_000  # an infotext, a request's text: far above what the prompt's limits allow
+
+MAX_PREVIEW_BYTES = 256 * 1024  # one WebP preview (they are some 5-20 KB)
+MAX_ERROR = 500  # a failed job's cause, as its owner reads it
 
 Picture = Annotated[str, Field(max_length=(MAX_PICTURE_BYTES + 2) // 3 * 4)]  # base64 of one PNG
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
@@ -108,6 +116,33 @@ class WireResult(_Strict):
         return self
 
 
+class WireProgress(_Strict):
+    version: Literal[1]
+    job_id: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=1_000)
+    step: int = Field(ge=0, le=10_000)
+    total: int = Field(ge=1, le=10_000)
+    preview: Annotated[str, Field(max_length=(MAX_PREVIEW_BYTES + 2) // 3 * 4)] | None = None  # base64 WebP
+    flagged: bool | None = None
+
+
+class WireOutcome(_Strict):
+    """How an attempt ended: `done` carries the result, `failed` the cause its owner is told."""
+
+    version: Literal[1]
+    job_id: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=1_000)
+    outcome: Literal["done", "cancelled", "failed"]
+    error: Annotated[str, Field(max_length=MAX_ERROR)] | None = None
+    result: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _result_when_done(self) -> WireOutcome:
+        if (self.outcome == "done") != (self.result is not None):
+            raise ValueError("a result comes with a done outcome, and only with it")
+        return self
+
+
 # --- the bot's side and the worker's side ------------------------------------------------
 
 
@@ -177,6 +212,37 @@ def result_from_wire(message: Any) -> tuple[int, int, GenerationResult]:
     return wire.job_id, wire.attempt, result
 
 
+def progress_to_wire(job_id: int, attempt: int, progress: Progress) -> dict[str, Any]:
+    preview = None
+    if progress.preview is not None:
+        buffer = io.BytesIO()
+        progress.preview.save(buffer, format="WEBP", quality=70)
+        preview = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"version": WIRE_VERSION, "job_id": job_id, "attempt": attempt, "step": progress.step,
+            "total": progress.total, "preview": preview, "flagged": progress.flagged}
+
+
+def progress_from_wire(message: Any) -> tuple[int, int, Progress]:
+    """(job id, attempt, the progress) of a worker's report; `WireError` when it is not a valid one."""
+    wire = _validated(WireProgress, message)
+    preview = None
+    if wire.preview is not None:
+        preview = _picture(wire.preview, "WEBP", max_side=PREVIEW_SIDE, max_bytes=MAX_PREVIEW_BYTES)
+    return wire.job_id, wire.attempt, Progress(wire.step, wire.total, preview, wire.flagged)
+
+
+def outcome_to_wire(job_id: int, attempt: int, outcome: Literal["done", "cancelled", "failed"], *,
+                    result: GenerationResult | None = None, error: str | None = None) -> dict[str, Any]:
+    return {"version": WIRE_VERSION, "job_id": job_id, "attempt": attempt, "outcome": outcome,
+            "error": error[:MAX_ERROR] if error else None,
+            "result": result_to_wire(job_id, attempt, result) if result is not None else None}
+
+
+def outcome_from_wire(message: Any) -> WireOutcome:
+    """A worker's outcome, checked (its result, when done, is read with `result_from_wire`)."""
+    return _validated(WireOutcome, message)
+
+
 # --- pictures ------------------------------------------------------------------------------
 
 
@@ -200,21 +266,24 @@ def _png(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _picture(data: str) -> Image.Image:
-    """A base64 PNG back to an RGB picture, its size checked before its pixels are decoded."""
+def _picture(data: str, kind: str = "PNG", *, max_side: int | None = None,
+             max_bytes: int = MAX_PICTURE_BYTES) -> Image.Image:
+    """A base64 PNG (or WebP preview) back to an RGB picture, its size checked before its pixels are decoded."""
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise WireError("a picture is not base64") from None
-    if len(raw) > MAX_PICTURE_BYTES:
-        raise WireError(f"a picture is over {MAX_PICTURE_BYTES // 1024 // 1024} MiB")
+    if len(raw) > max_bytes:
+        raise WireError(f"a picture is over {max_bytes // 1024} KiB")
     try:
-        image = Image.open(io.BytesIO(raw), formats=["PNG"])
+        image = Image.open(io.BytesIO(raw), formats=[kind])
         width, height = image.size
         if width * height > MAX_PICTURE_PIXELS:
             raise WireError(f"a picture of {width}×{height} is over {MAX_PICTURE_PIXELS // 1_000_000} megapixels")
+        if max_side is not None and max(width, height) > max_side:
+            raise WireError(f"a preview of {width}×{height} is over {max_side} pixels on a side")
         return image.convert("RGB")
     except WireError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise WireError(f"a picture is not a readable PNG: {error}") from None
+        raise WireError(f"a picture is not a readable {kind}: {error}") from None

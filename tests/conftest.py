@@ -46,6 +46,29 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+WORKERS = ("w1", "w2")  # the GPU worker processes of the scale-out tests
+
+
+@pytest.fixture(scope="session")
+def running_cluster(tmp_path_factory) -> Iterator:
+    """redis-server and two worker processes (helpers/cluster.py), started once for the run."""
+    from helpers.cluster import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start(*WORKERS)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(running_cluster):
+    """The cluster with both workers up and idle, and nothing of another test's jobs in Redis."""
+    running_cluster.reset(WORKERS)
+    return running_cluster
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request, tmp_path: Path) -> AsyncIterator:
     """A real database, migrated to head with Alembic, on each backend the bot supports: a SQLite

@@ -110,6 +110,22 @@ def test_the_workers_broker_comes_from_the_environment_when_set(tmp_path, monkey
     assert load_settings(write(tmp_path, "")).metrics.port == 0  # /metrics is off unless asked for
 
 
+def test_the_executor_is_local_unless_config_or_environment_say_celery(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMAGINE_EXECUTOR", raising=False)
+    assert load_settings(write(tmp_path, "")).queue.executor == "local"
+    path = write(tmp_path, '[queue]\nexecutor = "celery"\nlease_seconds = 8\n')
+    assert (load_settings(path).queue.executor, load_settings(path).queue.lease_seconds) == ("celery", 8)
+    monkeypatch.setenv("IMAGINE_EXECUTOR", "local")
+    assert load_settings(path).queue.executor == "local"
+    monkeypatch.setenv("IMAGINE_EXECUTOR", "gpu")
+    with pytest.raises(ConfigError, match='IMAGINE_EXECUTOR is "local" or "celery", not \'gpu\''):
+        load_settings(path)
+    monkeypatch.delenv("IMAGINE_EXECUTOR")
+    for bad in ('[queue]\nexecutor = "threads"\n', "[queue]\nlease_seconds = 0.1\n"):
+        with pytest.raises(ConfigError, match="queue.executor|queue.lease_seconds"):
+            load_settings(write(tmp_path, bad))
+
+
 def test_the_broker_password_is_not_logged():
     from bot.worker import _without_password
 

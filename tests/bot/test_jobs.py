@@ -139,11 +139,11 @@ async def test_a_job_that_cannot_be_started_is_failed_and_its_follower_told(runn
     submit = runner.executor.submit
     calls = []
 
-    def refuse_once(job_id, work):
+    def refuse_once(job_id, work, *, attempt=1):
         calls.append(job_id)
         if len(calls) == 1:
             raise RuntimeError("no thread for you")
-        return submit(job_id, work)
+        return submit(job_id, work, attempt=attempt)
     runner.executor.submit = refuse_once
     bad, good = await runner.submit(user_id=1, mode=QueueMode.FAST, jobs=[imagine(seed=1), imagine(seed=2)])
     told = [event async for event in runner.events(bad)]  # listening since before it was handed out

@@ -1,78 +1,138 @@
-"""A GPU worker process (`python -m bot worker`) on a real redis-server: a job sent as plain
-data over Celery comes back as the pictures the engine makes here; a malformed one is refused."""
+"""GPU worker processes (`python -m bot worker`) on a real redis-server, driven by the bot's
+remote executor (bot/remote.py): a job comes back as the engine makes it here, with its
+progress and previews; cancel stops it within a step; a stale attempt is dropped; a
+malformed message is refused and the worker goes on."""
 
 from __future__ import annotations
 
-import os
+import asyncio
+import json
 import signal
-import subprocess
-import sys
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
-from helpers.redis_server import redis_server
+import torch
+from helpers.cluster import LEASE_SECONDS
 
-from bot.worker import GENERATE_TASK, celery_app
+from bot.remote import GENERATE_TASK, RemoteExecutor, RemoteWork, celery_app, lease_key, result_key, worker_key
 from generation.engine import Imagine, Vary
-from generation.wire import job_to_wire, result_from_wire
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def broker_url():
-    with redis_server() as url:
-        yield url
+from generation.executor import JobCancelled, WorkerLost
+from generation.wire import job_to_wire, outcome_from_wire
 
 
-@pytest.fixture(scope="module")
-def worker(broker_url, tmp_path_factory):
-    """One worker process on the built-in model, on the CPU; stopped (warm shutdown) after. Its
-    log goes to a file (a pipe nobody reads would stop it once full)."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "bot", "worker", "--device", "cpu", "--models", "builtin",
-                                    "--broker", broker_url], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "BOT_CONFIG": str(ROOT / "config.toml")})
+@pytest.fixture
+async def executor(cluster):
+    remote = RemoteExecutor(cluster.url, lease_seconds=LEASE_SECONDS, poll_seconds=0.1)
+    await remote.start()
+    yield remote
+    await remote.close()
+
+
+def work_for(job, model: str | None = "builtin") -> RemoteWork:
+    return RemoteWork(model, lambda attempt: job_to_wire(job_id_of[id(job)], attempt, job))
+
+
+job_id_of: dict[int, int] = {}
+
+
+def submit(executor: RemoteExecutor, job_id: int, job, attempt: int = 1):
+    job_id_of[id(job)] = job_id
+    assert executor.free_slots > 0, "no worker is free"
+    return executor.submit(job_id, work_for(job), attempt=attempt)
+
+
+def one_thread(function, *args):
+    """As the workers run (one torch thread each): the sums are made in the same order, so the
+    pixels are the same to the bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        yield process
+        return function(*args)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(timeout=30) == 0, log.read_text()[-3000:]  # a warm shutdown
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        torch.set_num_threads(threads)
 
 
 def same_pixels(one, other) -> bool:
     return one.size == other.size and np.array_equal(np.asarray(one), np.asarray(other))
 
 
-def test_a_job_sent_to_a_worker_comes_back_as_the_engine_makes_it_here(broker_url, worker, engine, request_for):
-    app = celery_app(broker_url)
-    request = request_for("a green star on a black background --steps 6")
+async def test_a_job_run_on_a_worker_comes_back_as_the_engine_makes_it_here(executor, engine, request_for):
+    assert executor.slots == 2 and executor.free_slots == 2 and executor.loaded_models() == {"builtin"}
+    request = request_for("a green star on a black background --steps 8")
     sent = Imagine(request, 17, count=2)
-    reply = app.send_task(GENERATE_TASK, args=[job_to_wire(5, 1, sent)]).get(timeout=180)
-    job_id, attempt, result = result_from_wire(reply)
-    here = engine.run(sent)
-    assert (job_id, attempt, result.seeds) == (5, 1, here.seeds)
+    handle = submit(executor, 5, sent)
+    assert executor.free_slots == 1  # taken at once, not when the worker says so
+    progress = [event async for event in handle.events()]
+    result = await handle.result()
+    here = one_thread(engine.run, sent)
+    assert result.seeds == here.seeds and result.infotexts == here.infotexts and result.timings["total"] > 0
     assert all(map(same_pixels, result.images, here.images))
-    assert result.infotexts == here.infotexts and result.timings["total"] > 0
+    assert [event.step for event in progress] == list(range(1, 9)) and {event.total for event in progress} == {8}
+    previews = [event.preview for event in progress if event.preview is not None]
+    assert previews and max(previews[-1].size) <= 256  # small WebP previews came over pub/sub
 
     # a job made from a picture: the picture travels too
     varied = Vary(request, here.images[0], 3, variability="subtle", count=1)
-    _, _, result = result_from_wire(app.send_task(GENERATE_TASK, args=[job_to_wire(6, 2, varied)]).get(timeout=180))
-    assert same_pixels(result.images[0], engine.run(varied).images[0])
+    result = await submit(executor, 6, varied, attempt=2).result()
+    assert same_pixels(result.images[0], one_thread(engine.run, varied).images[0])
 
 
-def test_a_malformed_job_fails_with_what_is_wrong_and_the_worker_goes_on(broker_url, worker, request_for):
-    app = celery_app(broker_url)
-    with pytest.raises(Exception, match="this worker reads version 1 messages, got version 7"):
-        app.send_task(GENERATE_TASK, args=[{"version": 7}]).get(timeout=180)
-    reply = app.send_task(GENERATE_TASK, args=[job_to_wire(8, 1, Imagine(request_for("a red circle --steps 2"), 1,
-                                                                              count=1))]).get(timeout=180)
-    assert result_from_wire(reply)[0] == 8
-    assert worker.poll() is None
+async def test_cancel_reaches_a_running_job_within_one_step(executor, request_for):
+    handle = submit(executor, 7, Imagine(request_for("a red circle --steps 60"), 1, count=4))
+    steps = []
+    async for event in handle.events():
+        steps.append(event.step)
+        if event.step == 3:
+            handle.cancel()
+    with pytest.raises(JobCancelled):
+        await handle.result()
+    # the step under way when the cancel came may end; the worker reads the cancel key after it
+    assert steps[-1] <= 5, steps
+    await asyncio.sleep(0.5)
+    assert executor.free_slots == 2
+
+
+async def test_a_worker_that_loses_its_lease_stops_and_its_attempt_is_dropped(cluster, executor, request_for):
+    handle = submit(executor, 8, Imagine(request_for("a blue square --steps 60"), 2, count=4))
+    async for event in handle.events():
+        if event.step == 2:
+            with cluster.client() as client:  # the lease lapsed and went to another attempt meanwhile
+                client.set(lease_key(8), "2@elsewhere")
+    with pytest.raises(WorkerLost):
+        await handle.result()
+    deadline = time.monotonic() + 20
+    while any(beat.running for beat in cluster.beats().values()):  # the worker stopped at its next step
+        assert time.monotonic() < deadline, "the worker ran on with a lease that is not its own"
+        await asyncio.sleep(0.1)
+    with cluster.client() as client:
+        assert not client.exists(result_key(8, 1))  # no outcome for a stale attempt
+
+
+async def test_a_malformed_job_is_refused_with_what_is_wrong_and_the_worker_goes_on(cluster, executor, request_for):
+    app = celery_app(cluster.url)
+    for name in ("w1", "w2"):
+        await asyncio.to_thread(app.send_task, GENERATE_TASK, args=[{"version": 7, "job_id": 9, "attempt": 1}],
+                                queue=f"imagine.{name}")
+    with cluster.client() as client:
+        deadline = time.monotonic() + 30
+        while (raw := client.get(result_key(9, 1))) is None:
+            assert time.monotonic() < deadline, "the worker never answered"
+            await asyncio.sleep(0.1)
+    outcome = outcome_from_wire(json.loads(raw))
+    assert outcome.outcome == "failed"
+    assert outcome.error == "the job could not be read: this worker reads version 1 messages, got version 7"
+    await asyncio.sleep(0.5)
+    result = await submit(executor, 10, Imagine(request_for("a red circle --steps 2"), 1, count=1)).result()
+    assert len(result.images) == 1
+    assert all(process.poll() is None for process in cluster.workers.values())
+
+
+def test_a_worker_stopped_with_sigterm_finishes_and_leaves(cluster):
+    cluster.start_worker("w3")
+    assert "w3" in cluster.beats()
+    process = cluster.workers.pop("w3")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, cluster.log("w3")[-3000:]  # a warm shutdown
+    with cluster.client() as client:
+        assert not client.exists(worker_key("w3"))  # gone at once: the bot sends it nothing more

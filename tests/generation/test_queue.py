@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from generation.queue import MODEL_PATIENCE, FairScheduler, QueueCaps, QueueFull
+from generation.queue import MODEL_PATIENCE, FairScheduler, QueueCaps, QueuedJob, QueueFull
 
 UNCAPPED = QueueCaps(running={"turbo": 99, "fast": 99, "relax": 99}, queued={"turbo": 99, "fast": 99, "relax": 99})
 
@@ -334,3 +334,27 @@ def test_a_user_waiting_for_a_model_is_passed_over_at_most_patience_times():
     unknown.add(1, user_id=1, mode="fast")
     unknown.add(2, user_id=2, mode="fast", model="v6")
     assert [unknown.take_next(loaded=("v6",)).job_id for _ in range(2)] == [2, 1]
+
+
+def test_a_job_whose_worker_was_lost_starts_again_first_and_keeps_its_place_in_the_server_cap():
+    scheduler = FairScheduler(replace(UNCAPPED, guild_queued=3))
+    for job_id, user_id in ((1, 1), (2, 1), (3, 2)):
+        scheduler.add(job_id, user_id=user_id, mode="fast", guild_id=10)
+    assert scheduler.take_next().job_id == 1
+    assert scheduler.take_next().job_id == 3  # user 2's turn; user 1 is next
+    assert scheduler.start_again(3)  # user 2's job lost its worker: it goes first again, before user 1's
+    assert [job.job_id for job in scheduler.order()] == [3, 2]
+    assert scheduler.unfinished_in_guild(10) == 3  # still counted, never twice
+    assert not scheduler.start_again(3)  # it is waiting, not running
+    assert scheduler.take_next().job_id == 3
+
+
+def test_a_job_adopted_at_start_up_counts_as_running():
+    scheduler = FairScheduler(replace(UNCAPPED, guild_queued=2, running={"turbo": 1, "fast": 1, "relax": 1}))
+    scheduler.add_running(QueuedJob(1, 7, "fast", 10))
+    scheduler.add(2, user_id=7, mode="fast", guild_id=10)
+    assert scheduler.is_running(1) and scheduler.take_next() is None  # user 7 has one running already
+    with pytest.raises(QueueFull):
+        scheduler.add(3, user_id=8, mode="fast", guild_id=10)
+    scheduler.finish(1)
+    assert scheduler.take_next().job_id == 2

@@ -14,8 +14,19 @@ from helpers.hostile_pictures import bomb_png, noise
 from PIL import Image
 
 from generation.engine import Blend, Imagine, Outpaint, Repaint, Upscale, Vary
+from generation.executor import Progress
 from generation.results import GenerationResult
-from generation.wire import WireError, job_from_wire, job_to_wire, result_from_wire, result_to_wire
+from generation.wire import (
+    WireError,
+    job_from_wire,
+    job_to_wire,
+    outcome_from_wire,
+    outcome_to_wire,
+    progress_from_wire,
+    progress_to_wire,
+    result_from_wire,
+    result_to_wire,
+)
 
 
 def through_json(message: dict) -> dict:
@@ -137,3 +148,38 @@ def test_a_malformed_result_is_refused(engine, request_for):
                           ({"job_id": "nine"}, "job_id: Input should be a valid integer")):
         with pytest.raises(WireError, match=says):
             result_from_wire(reply | changes)
+
+
+def test_progress_travels_with_a_small_webp_preview_and_a_bad_one_is_refused():
+    # a preview is smooth (upscaled from the latents): a gradient, not noise
+    ramp = np.linspace(0, 255, 256, dtype=np.float64)
+    pixels = np.stack([np.tile(ramp, (192, 1)), np.tile(ramp[::-1], (192, 1)), np.full((192, 256), 90.0)], axis=-1)
+    preview = Image.fromarray(pixels.astype(np.uint8))
+    sent = Progress(5, 20, preview, flagged=False)
+    job_id, attempt, progress = progress_from_wire(through_json(progress_to_wire(3, 2, sent)))
+    assert (job_id, attempt, progress.step, progress.total, progress.flagged) == (3, 2, 5, 20, False)
+    assert progress.preview.size == (256, 192)
+    assert np.abs(np.asarray(progress.preview, dtype=int) - np.asarray(preview, dtype=int)).mean() < 4  # lossy
+    assert progress_from_wire(progress_to_wire(3, 2, Progress(1, 20))) == (3, 2, Progress(1, 20))
+
+    too_big = progress_to_wire(3, 2, Progress(5, 20, noise((512, 64))))
+    with pytest.raises(WireError, match="a preview of 512×64 is over 256 pixels on a side"):
+        progress_from_wire(too_big)
+    not_webp = progress_to_wire(3, 2, Progress(5, 20)) | {"preview": png_of(noise((32, 32)))}
+    with pytest.raises(WireError, match="not a readable WEBP"):
+        progress_from_wire(not_webp)
+    with pytest.raises(WireError, match="step"):
+        progress_from_wire(progress_to_wire(3, 2, Progress(5, 20)) | {"step": -1})
+
+
+def test_an_outcome_is_done_with_its_result_or_cancelled_or_failed_with_a_short_cause(engine, request_for):
+    result = engine.run(Imagine(request_for("a red circle --steps 2"), 4, count=1))
+    done = outcome_from_wire(through_json(outcome_to_wire(6, 1, "done", result=result)))
+    assert done.outcome == "done" and same_pixels(result_from_wire(done.result)[2].images[0], result.images[0])
+    assert outcome_from_wire(outcome_to_wire(6, 1, "cancelled")).result is None
+    failed = outcome_from_wire(outcome_to_wire(6, 1, "failed", error="the GPU ran out of memory " * 50))
+    assert failed.error.startswith("the GPU ran out of memory") and len(failed.error) == 500
+    with pytest.raises(WireError, match="a result comes with a done outcome"):
+        outcome_from_wire(outcome_to_wire(6, 1, "done", result=result) | {"result": None})
+    with pytest.raises(WireError, match="a result comes with a done outcome"):
+        outcome_from_wire(outcome_to_wire(6, 1, "failed") | {"result": {}})
