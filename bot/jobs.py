@@ -142,13 +142,17 @@ class JobRunner:
         does not keep landing on the same job. `max_starts` is the backstop for a job that the OOM
         killer stops every time (a kill from outside, to the supervisor)."""
         blame = self.executor.in_process and self.previous_exit != PreviousExit.KILLED
-        adopted: list[tuple[Job, JobHandle[GenerationResult]]] = []
-        async with self.sessionmaker.begin() as session:
+        async with self.sessionmaker() as session:
             jobs = await repo.list_unfinished_jobs(session)
+        adopted: list[tuple[Job, JobHandle[GenerationResult]]] = []
+        for job in jobs:  # asked before any row changes (a worker's Redis, for the remote executor)
+            if job.state == JobState.RUNNING and (handle := await self.executor.adopt(job.id, job.attempts)):
+                adopted.append((job, handle))
+        adopted_ids = {job.id for job, _ in adopted}
+        async with self.sessionmaker.begin() as session:
             requeue, interrupted = [], []
             for job in jobs:
-                if job.state == JobState.RUNNING and (handle := await self.executor.adopt(job.id, job.attempts)):
-                    adopted.append((job, handle))
+                if job.id in adopted_ids:
                     continue
                 if job.state == JobState.RUNNING:
                     await repo.requeue_job(session, job_id=job.id)
@@ -287,28 +291,34 @@ class JobRunner:
             self._emit(JobProgress(job_id, progress))
         state, error, seconds, model = JobState.DONE, None, None, None
         again = False  # its worker was lost: it goes back to the queue
+        ended = False  # the outcome is recorded, not cut short by the bot's stop
         try:
             result = await handle.result()
             elapsed = asyncio.get_running_loop().time() - started
             seconds, model = result.timings.get("total", elapsed), result.parameters.get("model")
             await self._record(job_id, result, seconds)
             self._durations.append(elapsed)
+            ended = True
         except WorkerLost as lost:
             again = await self._start_again(job_id, lost)
             if not again:
                 state, error = JobState.FAILED, GIVEN_UP_LOST
+            ended = True
         except JobCancelled:
             state = JobState.CANCELLED
             async with self.sessionmaker.begin() as session:
                 await repo.cancel_job(session, job_id=job_id, gpu_seconds=asyncio.get_running_loop().time() - started)
+            ended = True
         except Exception as exc:
             log.exception("job %s failed", job_id)
             state, error = JobState.FAILED, cause_for_user(exc)
             async with self.sessionmaker.begin() as session:
                 await repo.fail_job(session, job_id=job_id, error=error)
+            ended = True
         finally:
             self._handles.pop(job_id, None)
-            self.executor.forget(job_id)
+            if ended:  # else the next start adopts it: what a worker left for it must stay
+                self.executor.forget(job_id)
             if not (again and self.scheduler.start_again(job_id)):
                 self.scheduler.finish(job_id)
             self._wake.set()

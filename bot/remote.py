@@ -32,8 +32,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -52,6 +53,7 @@ PROGRESS_CHANNEL = "imagine:progress"
 ENDED_CHANNEL = "imagine:ended"
 RESULT_SECONDS = 24 * 3600  # an outcome nobody read (the bot was down) waits this long for it
 CANCEL_SECONDS = 3600
+START_SECONDS = 60  # the bot waits this long for Redis at start-up
 
 
 def worker_key(name: str) -> str:
@@ -120,7 +122,7 @@ class WorkerBeat:
                        tuple(str(model) for model in data["models"]),
                        (int(running[0]), int(running[1])) if running else None,
                        float(data["started_at"]), float(data["at"]), float(data["busy_seconds"]), int(data["jobs"]))
-        except (ValueError, TypeError, KeyError, IndexError):
+        except Exception:  # whatever is in the key (deep JSON included), it is not a worker
             return None
 
     @property
@@ -182,8 +184,20 @@ class RemoteExecutor(Executor):
         self._closed = False  # the loops end: a cancel inside redis-py may come out as a timeout
 
     async def start(self) -> None:
-        """Read the workers once (so a restarted bot knows them before it adopts), then keep watching."""
-        await self._poll()
+        """Read the workers once (so a restarted bot knows them before it adopts), then keep watching.
+        Redis must answer within START_SECONDS: the jobs the workers run cannot be told apart from
+        lost ones without it."""
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                await self._poll()
+                break
+            except RedisError as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the GPU workers' Redis does not answer ({error}): start it, or set "
+                                       "[queue] executor = \"local\"") from None
+                log.warning("waiting for the GPU workers' Redis: %s", error)
+                await asyncio.sleep(1.0)
         self._spawn(self._watch(), "remote-watch")
         self._spawn(self._listen(), "remote-listen")
 
@@ -215,15 +229,20 @@ class RemoteExecutor(Executor):
         return sorted(self._workers.values(), key=lambda beat: beat.name)
 
     def _free(self, beat: WorkerBeat) -> int:
-        taken = sum(1 for flight in self._flights.values() if flight.worker == beat.name)
-        return max(0, beat.slots - taken)
+        """Its slots less the attempts out on it, and less the one it says it runs if that is none of
+        them (an attempt gone stale, that it has not yet stopped)."""
+        taken = {(job_id, flight.attempt) for job_id, flight in self._flights.items() if flight.worker == beat.name}
+        busy_elsewhere = beat.running is not None and beat.running not in taken
+        return max(0, beat.slots - len(taken) - busy_elsewhere)
 
     # --- handing out and adopting ------------------------------------------------------
 
     def submit(self, job_id: int, work: RemoteWork, *, attempt: int = 1) -> JobHandle[GenerationResult]:
         free = [beat for beat in self._workers.values() if self._free(beat)]
-        if not free:
-            raise RuntimeError("no worker has a free slot")  # the runner asks only when free_slots > 0
+        if not free:  # the runner asks when free_slots > 0, but a worker may have left while it awaited
+            handle = self._new_handle(job_id)
+            handle._finish(None, WorkerLost("no worker had a free slot any more"))
+            return handle
         worker = min(free, key=lambda beat: (work.model not in beat.models, -self._free(beat), beat.name))
         flight = _Flight(self._new_handle(job_id), attempt, worker.name)
         self._flights[job_id] = flight
@@ -232,16 +251,12 @@ class RemoteExecutor(Executor):
 
     async def adopt(self, job_id: int, attempt: int) -> JobHandle[GenerationResult] | None:
         """Follow an attempt a worker still runs, or whose outcome waits; None when neither (it
-        must run again) or when Redis cannot tell."""
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(lease_key(job_id))
-                pipe.exists(result_key(job_id, attempt))
-                lease, has_outcome = await pipe.execute()
-        except RedisError as error:
-            log.warning("could not ask Redis about job %s (%s); it starts again", job_id, error)
-            return None
-        lease = lease.decode() if lease else None
+        must run again). A `RedisError` goes up: what cannot be read is not taken for lost."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(lease_key(job_id))
+            pipe.exists(result_key(job_id, attempt))
+            lease, has_outcome = await pipe.execute()
+        lease = lease.decode(errors="replace") if lease else None
         if not has_outcome and (lease is None or not lease.startswith(f"{attempt}@")):
             return None
         worker = lease.partition("@")[2] if lease else ""
@@ -325,9 +340,11 @@ class RemoteExecutor(Executor):
                 pipe.exists(result_key(job_id, flight.attempt))
             replies = await pipe.execute()
         for (job_id, flight), lease, has_outcome in zip(out, replies[::2], replies[1::2], strict=True):
+            if self._flights.get(job_id) is not flight or flight.taking:
+                continue  # ended, or being read, while the replies came
             if has_outcome:
                 self._spawn(self._take(job_id, flight), f"take-{job_id}")
-            elif lease is None or lease.decode() != flight.lease:
+            elif lease != flight.lease.encode():
                 log.warning("job %s: worker %s stopped renewing the lease of attempt %s", job_id, flight.worker,
                             flight.attempt)
                 self._end(job_id, flight, error=WorkerLost(f"worker {flight.worker or '?'} was lost"))
@@ -352,21 +369,22 @@ class RemoteExecutor(Executor):
     def _on_message(self, channel: str, data: bytes) -> None:
         try:
             message = json.loads(data)
-            if channel == ENDED_CHANNEL:
-                job_id, attempt = int(message["job_id"]), int(message["attempt"])
-                progress = None
-            else:
-                job_id, attempt, progress = progress_from_wire(message)
-        except (ValueError, TypeError, KeyError, WireError) as error:
-            log.warning("a worker's message on %s was not understood: %s", channel, error)
+            job_id, attempt = int(message["job_id"]), int(message["attempt"])
+        except Exception as error:
+            log.warning("a message on %s was not understood: %s", channel, error)
             return
         flight = self._flights.get(job_id)
         if flight is None or flight.attempt != attempt or flight.taking:
-            return  # another attempt's, or one this bot does not follow
-        if progress is None:
+            return  # another attempt's, or one this bot does not follow: not even decoded
+        if channel == ENDED_CHANNEL:
             self._spawn(self._take(job_id, flight), f"take-{job_id}")
-        else:
-            flight.handle._report(progress)
+            return
+        try:
+            progress = progress_from_wire(message)[2]
+        except WireError as error:
+            log.warning("job %s: a progress message was refused: %s", job_id, error)
+            return
+        flight.handle._report(progress)
 
     async def _take(self, job_id: int, flight: _Flight) -> None:
         """Read an attempt's outcome and end its handle with it."""
@@ -383,10 +401,15 @@ class RemoteExecutor(Executor):
             return
         try:
             result, error = await asyncio.to_thread(_read_outcome, raw, job_id, flight.attempt)
-        except (ValueError, WireError) as malformed:
-            log.error("job %s: the outcome of attempt %s cannot be read: %s", job_id, flight.attempt, malformed)
+        except Exception as malformed:  # whatever a broken outcome raises, the job ends and its slot frees
+            log.error("job %s: the outcome of attempt %s cannot be read: %r", job_id, flight.attempt, malformed)
             result, error = None, malformed
+        if self._flights.get(job_id) is not flight:
+            return  # ended meanwhile (the bot is closing)
         self._outcomes_read[job_id] = flight.attempt
+        beat = self._workers.get(flight.worker)
+        if beat is not None and beat.running == (job_id, flight.attempt):  # it has ended it: free before the next poll
+            self._workers[flight.worker] = replace(beat, running=None)
         self._end(job_id, flight, result=result, error=error)
 
     def _end(self, job_id: int, flight: _Flight, *, result: GenerationResult | None = None,

@@ -64,11 +64,18 @@ RENEW_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+# give it up once the outcome is written, if still this attempt's: a second delivery of the
+# same message finds no lease and is dropped
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class LeaseToken(CancelToken):
     """Read between steps: cancelled when the bot cancels the job, or when the attempt is no longer
-    this worker's (`stale`)."""
+    this worker's (`stale`; so is one whose lease cannot be read: Redis stayed away through the
+    client's retries, the lease lapses meanwhile and the bot runs the job again)."""
 
     def __init__(self, client: redis.Redis, job_id: int, lease: str) -> None:
         super().__init__()
@@ -78,7 +85,11 @@ class LeaseToken(CancelToken):
     @property
     def cancelled(self) -> bool:
         if not super().cancelled:
-            cancel, lease = self.client.mget(cancel_key(self.job_id), lease_key(self.job_id))
+            try:
+                cancel, lease = self.client.mget(cancel_key(self.job_id), lease_key(self.job_id))
+            except RedisError as error:
+                log.warning("job %s: the lease cannot be read (%s); stopping", self.job_id, error)
+                cancel, lease = None, None
             if cancel is not None:
                 self.cancel()
             elif lease is None or lease.decode() != self.lease:
@@ -101,21 +112,22 @@ class Worker:
         self.busy_seconds = 0.0
         self.jobs = 0
         self._renew = client.register_script(RENEW_LEASE)
-        self._lock = threading.Lock()  # the heartbeat thread and the job's thread both beat
+        self._release = client.register_script(RELEASE_LEASE)
+        self._lock = threading.Lock()  # the job's thread changes what the heartbeat thread reads
 
     # --- the heartbeat ---------------------------------------------------------------
 
     def beat(self) -> None:
         """Say this worker is alive (and what it runs and has loaded); renew the lease of its job."""
-        with self._lock:
+        with self._lock:  # a snapshot; Redis is called outside the lock (its retries may take a while)
             now = time.time()
             busy = self.busy_seconds + (now - self.running_since if self.running else 0.0)
             beat = WorkerBeat(self.name, self.device, 1, tuple(self.engine.resident), self.running,
                               self.started_at, now, busy, self.jobs)
-            self.client.set(worker_key(self.name), beat.to_json(), px=self.lease_ms)
-            if self.running is not None:
-                job_id, attempt = self.running
-                self._renew(keys=[lease_key(job_id)], args=[lease_of(attempt, self.name), self.lease_ms])
+        self.client.set(worker_key(self.name), beat.to_json(), px=self.lease_ms)
+        if beat.running is not None:
+            job_id, attempt = beat.running
+            self._renew(keys=[lease_key(job_id)], args=[lease_of(attempt, self.name), self.lease_ms])
 
     def beat_until(self, stop: threading.Event) -> None:
         """The heartbeat thread: a beat every quarter of the lease, whatever the job's thread does."""
@@ -124,9 +136,9 @@ class Worker:
             try:
                 self.beat()
                 quiet = False
-            except RedisError as error:
+            except Exception as error:  # the heartbeat thread must outlive anything one beat meets
                 if not quiet:
-                    log.warning("heartbeat: Redis does not answer (%s)", error)
+                    log.warning("heartbeat failed: %s", error)
                 quiet = True
 
     def leave(self) -> None:
@@ -143,7 +155,7 @@ class Worker:
         except WireError as error:
             log.error("a job message was refused: %s", error)
             ids = _ids(message)
-            if ids is not None:
+            if ids is not None and self.client.get(lease_key(ids[0])) == lease_of(ids[1], self.name).encode():
                 self._answer(*ids, outcome_to_wire(*ids, "failed", error=f"the job could not be read: {error}"))
             return
         lease = lease_of(attempt, self.name)
@@ -159,10 +171,10 @@ class Worker:
         self._begin(job_id, attempt)
         try:
             outcome = self._run(job_id, attempt, job, token)
+            if outcome is not None:
+                self._answer(job_id, attempt, outcome)
         finally:
             self._end()
-        if outcome is not None:
-            self._answer(job_id, attempt, outcome)
 
     def _run(self, job_id: int, attempt: int, job: Any, token: LeaseToken) -> dict[str, Any] | None:
         report: Callable[[Progress], None] = functools.partial(self._publish_progress, job_id, attempt)
@@ -185,14 +197,20 @@ class Worker:
     def _begin(self, job_id: int, attempt: int) -> None:
         with self._lock:
             self.running, self.running_since = (job_id, attempt), time.time()
-        self.beat()  # the lease is renewed now, not a quarter-lease later
+        self._beat_now()  # the lease is renewed now, not a quarter-lease later
 
     def _end(self) -> None:
         with self._lock:
             self.busy_seconds += time.time() - self.running_since
             self.running = None
             self.jobs += 1
-        self.beat()  # free again, before the outcome is there: the bot may send the next job at once
+        self._beat_now()  # free again at once, not a quarter-lease later
+
+    def _beat_now(self) -> None:
+        try:
+            self.beat()
+        except RedisError as error:  # the heartbeat thread beats again soon
+            log.warning("heartbeat failed: %s", error)
 
     def _publish_progress(self, job_id: int, attempt: int, progress: Progress) -> None:
         try:
@@ -201,9 +219,18 @@ class Worker:
             log.debug("progress of job %s not sent: %s", job_id, error)
 
     def _answer(self, job_id: int, attempt: int, outcome: dict[str, Any]) -> None:
-        """The outcome, kept for the bot (which may be down now: it reads it when it adopts the job)."""
-        self.client.set(result_key(job_id, attempt), json.dumps(outcome), ex=RESULT_SECONDS)
-        self.client.publish(ENDED_CHANNEL, json.dumps({"job_id": job_id, "attempt": attempt}))
+        """The outcome, kept for the bot (which may be down now: it reads it when it adopts the job),
+        then the lease given up and the bot told. Written before the lease goes, so that the bot
+        always finds one or the other; if Redis stays away, nothing is written and the lease lapses
+        (the job runs again)."""
+        try:
+            self.client.set(result_key(job_id, attempt), json.dumps(outcome), ex=RESULT_SECONDS)
+            self._release(keys=[lease_key(job_id)], args=[lease_of(attempt, self.name)])
+            self.client.publish(ENDED_CHANNEL, json.dumps({"job_id": job_id, "attempt": attempt}))
+        except RedisError as error:
+            log.error("job %s (attempt %s): the outcome could not be written (%s); it will run again",
+                      job_id, attempt, error)
+            return
         log.info("job %s (attempt %s): %s", job_id, attempt, outcome["outcome"])
 
 

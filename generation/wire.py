@@ -285,5 +285,5 @@ def _picture(data: str, kind: str = "PNG", *, max_side: int | None = None,
         return image.convert("RGB")
     except WireError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # Pillow: SyntaxError
         raise WireError(f"a picture is not a readable {kind}: {error}") from None

@@ -15,3 +15,13 @@ async def test_twenty_kills_lose_nothing_and_blame_only_the_job_that_crashes(tmp
     assert report.blamed == 0  # the kills from outside were charged to nobody
     assert (report.temp_files, report.orphans, report.unreadable) == (0, 0, 0)  # the store equals its rows
     assert report.integrity == "ok"
+
+
+async def test_twenty_kills_spread_over_the_bot_and_two_gpu_workers_lose_nothing(tmp_path, cluster):
+    report = await kill_run(tmp_path / "run", seed=11, kills=20, users=5, jobs=50, poison=False, aims=(),
+                            cluster=cluster)
+    assert report.kills == 20
+    assert report.done_once == 50  # every job done, exactly one set of pictures each
+    assert report.blamed == 0  # a job is never blamed for a bot or a worker killed under it
+    assert (report.temp_files, report.orphans, report.unreadable) == (0, 0, 0)  # the store equals its rows
+    assert report.integrity == "ok"

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import redis
 import torch
 from helpers.cluster import LEASE_SECONDS
 
@@ -111,6 +112,8 @@ async def test_a_worker_that_loses_its_lease_stops_and_its_attempt_is_dropped(cl
 
 async def test_a_malformed_job_is_refused_with_what_is_wrong_and_the_worker_goes_on(cluster, executor, request_for):
     app = celery_app(cluster.url)
+    with cluster.client() as client:  # the attempt is w1's: w2 drops the message unread, w1 answers
+        client.set(lease_key(9), "1@w1", ex=60)
     for name in ("w1", "w2"):
         await asyncio.to_thread(app.send_task, GENERATE_TASK, args=[{"version": 7, "job_id": 9, "attempt": 1}],
                                 queue=f"imagine.{name}")
@@ -136,3 +139,41 @@ def test_a_worker_stopped_with_sigterm_finishes_and_leaves(cluster):
     assert process.wait(timeout=60) == 0, cluster.log("w3")[-3000:]  # a warm shutdown
     with cluster.client() as client:
         assert not client.exists(worker_key("w3"))  # gone at once: the bot sends it nothing more
+
+
+async def test_a_job_goes_to_a_free_worker_that_has_its_model_loaded_and_only_to_a_free_one():
+    """Dispatch read from heartbeats alone (no worker process: the keys are written here)."""
+    from helpers.redis_server import redis_server
+
+    from bot.remote import WorkerBeat, lease_key
+
+    with redis_server() as server:
+        client = redis.Redis.from_url(server.url)
+        now = time.time()
+        for name, models in (("a", ("builtin",)), ("b", ("sdxl",)), ("c", ("builtin", "sdxl"))):
+            beat = WorkerBeat(name, "cuda:0", 1, models, None, now - 60, now, 0.0, 0)
+            client.set(worker_key(name), beat.to_json(), ex=30)
+        client.set(worker_key("hostile"), b"{not json", ex=30)  # not a worker: ignored, nothing breaks
+        client.set(worker_key("greedy"), json.dumps({"name": "greedy", "slots": 10**9}), ex=30)
+        remote = RemoteExecutor(server.url, lease_seconds=30, poll_seconds=0.05)
+        await remote.start()
+        try:
+            assert (remote.slots, remote.free_slots) == (3, 3)
+            message = {"version": 1}
+            sdxl = remote.submit(1, RemoteWork("sdxl", lambda attempt: message))
+            builtin = remote.submit(2, RemoteWork("builtin", lambda attempt: message))
+            assert remote.free_slots == 1 and remote.loaded_models() == {"builtin", "sdxl"}
+            other = remote.submit(3, RemoteWork("sdxl", lambda attempt: message))  # "c", the one free
+            assert remote.free_slots == 0
+            deadline = time.monotonic() + 10
+            while client.get(lease_key(3)) is None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            leases = [client.get(lease_key(job)).decode() for job in (1, 2, 3)]
+            # the sdxl job skips "a" (first by name, without sdxl); one job per slot, never two on one worker
+            assert leases == ["1@b", "1@a", "1@c"]
+            for handle in (sdxl, builtin, other):
+                assert not handle._result.done()
+        finally:
+            await remote.close()
+            client.close()

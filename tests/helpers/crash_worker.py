@@ -1,10 +1,13 @@
 """A bot without Discord, to be killed: the crash tests' victim.
 
     python tests/helpers/crash_worker.py DB_PATH STORE_DIR [PLAN_JSON] [--previous-exit X]
+                                         [--broker URL --lease SECONDS]
 
 It does what the bot's start does (migrate, reconcile the store, rebuild the queue), submits
 the jobs of the plan that are not in the database yet (one transaction per submission), and
-runs them with the tiny engine. It prints "running <job id> step <n>" as it works.
+runs them with the tiny engine. It prints "running <job id> step <n>" as it works. With
+`--broker`, the jobs run on GPU workers over Celery and Redis instead (bot/remote.py; the
+built-in model, 10 steps), as with `[queue] executor = "celery"`.
 
 - A job whose prompt contains "poison" brings the process down (`os._exit(3)`) at its second
   step, every time: a job that really crashes the bot.
@@ -40,6 +43,7 @@ from storage.database import create_engine, create_sessionmaker, upgrade_databas
 from storage.images import ImageStore
 from storage.models import Job, JobKind, QueueMode
 
+ROOT = Path(__file__).resolve().parents[2]
 AIM = os.environ.get("CRASH_AIM", "")
 ROOMY = QueueCaps(queued={"turbo": 500, "fast": 500, "relax": 500})  # a user's whole plan may wait at once
 PAUSE = 1.0
@@ -85,21 +89,32 @@ def announce(job_id: int, step: int) -> None:
     print(f"running {job_id} step {step}", flush=True)
 
 
-async def submit_plan(runner: JobRunner, sessionmaker, plan: list[dict]) -> None:
+def remote_request() -> dict:
+    """A whole request, as the workers read it (the tiny engine needs only the text)."""
+    from bot.config import load_settings
+    from generation.prompt import parse_prompt
+    from generation.validation import validate_request
+
+    settings = load_settings(ROOT / "config.toml")
+    (request,) = parse_prompt("a circle --steps 10")
+    return validate_request(request, settings.catalog, available_loras=[]).to_dict()
+
+
+async def submit_plan(runner: JobRunner, sessionmaker, plan: list[dict], request: dict) -> None:
     """Each submission once: one transaction for all its jobs, skipped if already written."""
     for number, submission in enumerate(plan):
         tag = f"sub{number}:"
         async with sessionmaker() as session:
             if await session.scalar(select(Job.id).where(Job.prompt.startswith(tag)).limit(1)) is not None:
                 continue
-        jobs = [NewJob(JobKind.IMAGINE, {"segments": [{"text": "a circle", "weight": 1.0}]},
+        jobs = [NewJob(JobKind.IMAGINE, request,
                        prompt=f"{tag}{index}{' poison' if submission.get('poison') else ''}",
                        seed=1000 * number + index) for index in range(submission["count"])]
         await runner.submit(user_id=submission["user"], mode=QueueMode.FAST, jobs=jobs)
 
 
 async def main(db_path: str, store_dir: str, plan_path: str | None, previous_exit: PreviousExit,
-               started_file: str | None = None) -> None:
+               started_file: str | None = None, broker: str | None = None, lease: float = 3.0) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{db_path}")
     tables = 0
 
@@ -115,14 +130,28 @@ async def main(db_path: str, store_dir: str, plan_path: str | None, previous_exi
     sessionmaker = create_sessionmaker(engine)
     if AIM in ("submit", "record"):
         wrap(AIM)
-    executor = LocalExecutor()
-    runner = JobRunner(sessionmaker, PausingStore(Path(store_dir)), executor, work_factory(), caps=ROOMY,
-                       previous_exit=previous_exit)
+    store = PausingStore(Path(store_dir))
+    request: dict = {"segments": [{"text": "a circle", "weight": 1.0}]}
+    if broker is None:
+        runner = JobRunner(sessionmaker, store, LocalExecutor(), work_factory(), caps=ROOMY,
+                           previous_exit=previous_exit)
+    else:
+        from bot.config import load_settings
+        from bot.remote import RemoteExecutor
+        from bot.work import model_of_request, remote_work
+        from generation.engine import Engine
+
+        remote = RemoteExecutor(broker, lease_seconds=lease)
+        await remote.start()
+        model_of = model_of_request(Engine(load_settings(ROOT / "config.toml").catalog))
+        runner = JobRunner(sessionmaker, store, remote, remote_work(store, model_of), caps=ROOMY,
+                           previous_exit=previous_exit, model_of=model_of, loaded_models=remote.loaded_models)
+        request = remote_request()
     await runner.start()
     if started_file:  # the queue is up: from here on a crash is blamed on the job it runs
         Path(started_file).touch()
     if plan_path:
-        await submit_plan(runner, sessionmaker, json.loads(Path(plan_path).read_text()))
+        await submit_plan(runner, sessionmaker, json.loads(Path(plan_path).read_text()), request)
     print("ready", flush=True)
     await asyncio.Event().wait()  # until killed
 
@@ -151,5 +180,8 @@ if __name__ == "__main__":
     parser.add_argument("plan", nargs="?")
     parser.add_argument("--previous-exit", default="unknown")
     parser.add_argument("--started-file")
+    parser.add_argument("--broker")
+    parser.add_argument("--lease", type=float, default=3.0)
     args = parser.parse_args()
-    asyncio.run(main(args.db_path, args.store_dir, args.plan, PreviousExit(args.previous_exit), args.started_file))
+    asyncio.run(main(args.db_path, args.store_dir, args.plan, PreviousExit(args.previous_exit), args.started_file,
+                     args.broker, args.lease))

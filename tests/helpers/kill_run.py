@@ -7,6 +7,10 @@ run` runs the bot. Each kill is SIGKILL, to the supervisor (its child dies with 
 supervisor is started) or to the child (the supervisor restarts it), at a seeded random
 moment after the start, or aimed at a point the worker announces (`CRASH_AIM`): the first
 migration, a submission, a picture's write, a record.
+
+With a `cluster` (helpers/cluster.py), the bot runs its jobs on the cluster's two GPU
+workers (`[queue] executor = "celery"`), and each random kill picks its victim among the bot
+and the workers: a worker killed is started again at once (it loads the model meanwhile).
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.cluster import LEASE_SECONDS, Cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "helpers" / "crash_worker.py"
 AIMS = ("migration", "submit", "write", "record")
+WORKERS = ("w1", "w2")
 
 
 @dataclass
@@ -64,12 +71,13 @@ class Victim:
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, folder: Path, aim: str = "") -> Victim:
+    async def start(cls, folder: Path, aim: str = "", remote: list[str] = ()) -> Victim:
+        """`remote`: crash_worker's options for running the jobs on GPU workers."""
         env = {**os.environ, "CRASH_AIM": aim, "PYTHONUNBUFFERED": "1"}
         with (folder / "supervisor.log").open("ab") as log:  # what the supervisor and the worker said
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot.supervisor", sys.executable, str(WORKER), str(folder / "bot.db"),
-                str(folder / "images"), str(folder / "plan.json"), cwd=ROOT, env=env,
+                str(folder / "images"), str(folder / "plan.json"), *remote, cwd=ROOT, env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=log)
         return cls(process)
 
@@ -101,10 +109,13 @@ class Victim:
 
 
 async def kill_run(folder: Path, *, seed: int, kills: int = 20, users: int = 5, jobs: int = 50,
-                   poison: bool = True, aims: tuple[str, ...] = AIMS, timeout: float = 600) -> KillRunReport:
-    """Run the plan to the end under `kills` SIGKILLs at random moments plus one aimed at each of `aims`;
-    what was left, as a report."""
+                   poison: bool = True, aims: tuple[str, ...] = AIMS, timeout: float = 600,
+                   cluster: Cluster | None = None) -> KillRunReport:
+    """Run the plan to the end under `kills` SIGKILLs at random moments plus one aimed at each of `aims`
+    (on the bot or, with a `cluster`, on it and its workers); what was left, as a report."""
     rng = random.Random(seed)
+    remote = [] if cluster is None else ["--broker", cluster.url, "--lease", str(LEASE_SECONDS)]
+    targets = ["bot"] if cluster is None else ["bot", *WORKERS]
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
     plan = make_plan(users, jobs, poison=poison)
@@ -125,9 +136,15 @@ async def kill_run(folder: Path, *, seed: int, kills: int = 20, users: int = 5, 
             await victim.stop()
             victim = None
         if victim is None:
-            victim = await Victim.start(folder, "" if what == "random" else what)
+            victim = await Victim.start(folder, "" if what == "random" else what, remote)
         if what == "random":
             await asyncio.sleep(rng.uniform(0.0, 2.5))  # start-up, migration and reconciliation included
+            target = rng.choice(targets)
+            if cluster is not None and target != "bot":  # a GPU worker, wherever it is (even loading)
+                await asyncio.to_thread(cluster.kill, target)
+                cluster.start_worker(target, wait=False)
+                done_kills += 1
+                continue
             child = victim.worker_pid()
             if child is not None and rng.random() < 0.5:  # the bot alone: its supervisor starts it again
                 os.kill(child, signal.SIGKILL)
@@ -140,7 +157,7 @@ async def kill_run(folder: Path, *, seed: int, kills: int = 20, users: int = 5, 
         victim, done_kills = None, done_kills + 1
 
     if victim is None:
-        victim = await Victim.start(folder)
+        victim = await Victim.start(folder, "", remote)
     try:
         await _until_finished(folder / "bot.db", sum(s["count"] for s in plan), timeout)
     finally:
