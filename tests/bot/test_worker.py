@@ -30,17 +30,11 @@ async def executor(cluster):
     await remote.close()
 
 
-def work_for(job, model: str | None = "builtin") -> RemoteWork:
-    return RemoteWork(model, lambda attempt: job_to_wire(job_id_of[id(job)], attempt, job))
-
-
-job_id_of: dict[int, int] = {}
-
-
 def submit(executor: RemoteExecutor, job_id: int, job, attempt: int = 1):
-    job_id_of[id(job)] = job_id
+    """Hand `job` to a free worker as the runner does (the job written out for the attempt)."""
     assert executor.free_slots > 0, "no worker is free"
-    return executor.submit(job_id, work_for(job), attempt=attempt)
+    return executor.submit(job_id, RemoteWork("builtin", lambda attempt: job_to_wire(job_id, attempt, job)),
+                           attempt=attempt)
 
 
 def one_thread(function, *args):
@@ -177,3 +171,26 @@ async def test_a_job_goes_to_a_free_worker_that_has_its_model_loaded_and_only_to
         finally:
             await remote.close()
             client.close()
+
+
+async def test_a_worker_with_a_safety_checker_flags_the_pictures_it_makes(tmp_path, engine, request_for):
+    """The check runs where the pictures are made: the flags come back with the outcome."""
+    from helpers.cluster import Cluster
+    from helpers.tiny_safety import build_tiny_safety_checker
+
+    def pictures(*prompts: str) -> list:
+        return [image for prompt in prompts
+                for image in one_thread(engine.run, Imagine(request_for(prompt), 3)).images]
+    checker = build_tiny_safety_checker(tmp_path / "safety_checker", pictures("a red circle --seed 3"),
+                                        pictures("a blue square --seed 3", "a green star --seed 3"))
+    cluster = Cluster(tmp_path / "checked", safety_checker=checker)
+    cluster.start("checked")
+    remote = RemoteExecutor(cluster.url, lease_seconds=LEASE_SECONDS, poll_seconds=0.1)
+    await remote.start()
+    try:
+        red = await submit(remote, 1, Imagine(request_for("a red circle --seed 3"), 3)).result()
+        blue = await submit(remote, 2, Imagine(request_for("a blue square --seed 3"), 3)).result()
+        assert red.flagged == (True,) * 4 and blue.flagged == (False,) * 4
+    finally:
+        await remote.close()
+        await asyncio.to_thread(cluster.stop)

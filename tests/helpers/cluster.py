@@ -28,7 +28,8 @@ START_SECONDS = 180  # a worker loads torch, diffusers and the model: tens of se
 
 
 class Cluster:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, safety_checker: Path | None = None) -> None:
+        """`safety_checker`: a checker folder the workers load (`[moderation] safety_checker`)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.redis = RedisServer(folder)
@@ -36,6 +37,9 @@ class Cluster:
         text = (ROOT / "config.toml").read_text(encoding="utf-8")
         text, changed = re.subn(r"(?m)^lease_seconds = .*$", f"lease_seconds = {LEASE_SECONDS}", text)
         assert changed == 1, "config.toml has no [queue] lease_seconds line"
+        if safety_checker is not None:
+            text, changed = re.subn(r'(?m)^safety_checker = ""', f'safety_checker = "{safety_checker}"', text)
+            assert changed == 1, "config.toml has no empty [moderation] safety_checker line"
         self.config.write_text(text, encoding="utf-8")
         self.workers: dict[str, subprocess.Popen] = {}
         self._log_from: dict[str, int] = {}  # where each worker's log stood at the last reset

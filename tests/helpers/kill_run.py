@@ -159,14 +159,14 @@ async def kill_run(folder: Path, *, seed: int, kills: int = 20, users: int = 5, 
     if victim is None:
         victim = await Victim.start(folder, "", remote)
     try:
-        await _until_finished(folder / "bot.db", sum(s["count"] for s in plan), timeout)
+        await until_finished(folder / "bot.db", sum(s["count"] for s in plan), timeout)
     finally:
         victim.process.send_signal(signal.SIGTERM)
         await victim.stop()
-    return _report(folder, plan, done_kills, time.monotonic() - started)
+    return report_of(folder, plan, done_kills, time.monotonic() - started)
 
 
-async def _until_finished(db_path: Path, expected: int, timeout: float) -> None:
+async def until_finished(db_path: Path, expected: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(db_path) as db:
@@ -177,7 +177,7 @@ async def _until_finished(db_path: Path, expected: int, timeout: float) -> None:
     raise AssertionError(f"the jobs did not finish within {timeout:g} s")
 
 
-def _report(folder: Path, plan: list[dict], kills: int, seconds: float) -> KillRunReport:
+def report_of(folder: Path, plan: list[dict], kills: int, seconds: float = 0.0) -> KillRunReport:
     store = folder / "images"
     with sqlite3.connect(folder / "bot.db") as db:
         jobs = db.execute("SELECT id, prompt, state, attempts, crashes FROM jobs").fetchall()
