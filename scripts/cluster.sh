@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 workers="${1:-2}"
 [[ "$workers" =~ ^[1-9][0-9]?$ ]] || { echo "usage: bash scripts/cluster.sh [number of workers, 1-99]" >&2; exit 2; }
-source scripts/ensure-venv.sh
+source scripts/ensure-venv.sh ""   # (not this script's arguments)
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server (apt)" >&2
   as_root=(); [[ $(id -u) -eq 0 ]] || as_root=(sudo)
@@ -19,13 +19,19 @@ fi
 port="${REDIS_PORT:-6390}"
 logs="data/cluster"
 mkdir -p "$logs"
-pids=()
-stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+pids=()  # the bot and the workers, stopped before Redis (a worker says goodbye in Redis)
+redis_pid=""
+stop() {
+  trap - EXIT INT TERM
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  [[ -z "$redis_pid" ]] || { kill -TERM "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null || true; }
+}
 trap stop EXIT INT TERM
 
 redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes --save "" --appendonly no \
   --dir "$logs" >"$logs/redis.log" 2>&1 &
-pids+=($!)
+redis_pid=$!
 export IMAGINE_BROKER_URL="redis://127.0.0.1:$port/0" IMAGINE_EXECUTOR=celery
 device=$(.venv/bin/python -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 for n in $(seq 1 "$workers"); do

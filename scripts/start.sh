@@ -3,5 +3,5 @@
 # Needs DISCORD_TOKEN in the environment; any arguments go to `python -m bot run`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/ensure-venv.sh
+source scripts/ensure-venv.sh ""   # (not the bot's arguments)
 exec .venv/bin/python -m bot run "$@"
