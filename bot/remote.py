@@ -54,6 +54,7 @@ ENDED_CHANNEL = "imagine:ended"
 RESULT_SECONDS = 24 * 3600  # an outcome nobody read (the bot was down) waits this long for it
 CANCEL_SECONDS = 3600
 START_SECONDS = 60  # the bot waits this long for Redis at start-up
+REST_LEASES = 2  # a worker that lost a job gets none for this many leases
 
 
 def worker_key(name: str) -> str:
@@ -181,6 +182,7 @@ class RemoteExecutor(Executor):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = asyncio.Lock()  # one Celery publish at a time (its producer is not shared across threads)
         self._redis_away = False
+        self._resting: dict[str, float] = {}  # worker -> until when it gets no job (it lost one)
         self._closed = False  # the loops end: a cancel inside redis-py may come out as a timeout
 
     async def start(self) -> None:
@@ -230,7 +232,10 @@ class RemoteExecutor(Executor):
 
     def _free(self, beat: WorkerBeat) -> int:
         """Its slots less the attempts out on it, and less the one it says it runs if that is none of
-        them (an attempt gone stale, that it has not yet stopped)."""
+        them (an attempt gone stale, that it has not yet stopped); none while it rests after losing
+        a job (a worker whose heartbeat lives on while it takes no jobs must not swallow them all)."""
+        if self._resting.get(beat.name, 0.0) > time.monotonic():
+            return 0
         taken = {(job_id, flight.attempt) for job_id, flight in self._flights.items() if flight.worker == beat.name}
         busy_elsewhere = beat.running is not None and beat.running not in taken
         return max(0, beat.slots - len(taken) - busy_elsewhere)
@@ -345,8 +350,9 @@ class RemoteExecutor(Executor):
             if has_outcome:
                 self._spawn(self._take(job_id, flight), f"take-{job_id}")
             elif lease != flight.lease.encode():
-                log.warning("job %s: worker %s stopped renewing the lease of attempt %s", job_id, flight.worker,
-                            flight.attempt)
+                log.warning("job %s: worker %s stopped renewing the lease of attempt %s; it gets no job for "
+                            "%g s", job_id, flight.worker, flight.attempt, REST_LEASES * self.lease_seconds)
+                self._resting[flight.worker] = time.monotonic() + REST_LEASES * self.lease_seconds
                 self._end(job_id, flight, error=WorkerLost(f"worker {flight.worker or '?'} was lost"))
 
     async def _listen(self) -> None:

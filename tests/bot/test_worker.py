@@ -173,6 +173,41 @@ async def test_a_job_goes_to_a_free_worker_that_has_its_model_loaded_and_only_to
             client.close()
 
 
+async def test_a_worker_that_takes_no_job_loses_it_and_rests_and_the_job_is_not_lost_with_it():
+    """A worker whose heartbeat lives while it takes nothing (its consumer stuck): its lease lapses,
+    the job's handle says the worker was lost (the runner queues it again), and the worker gets
+    no job for two leases, so it cannot swallow every job in turn."""
+    from helpers.redis_server import redis_server
+
+    from bot.remote import WorkerBeat
+
+    with redis_server() as server:
+        client = redis.Redis.from_url(server.url)
+        remote = RemoteExecutor(server.url, lease_seconds=1.0, poll_seconds=0.05)
+
+        async def beat_forever() -> None:
+            while True:
+                now = time.time()
+                client.set(worker_key("stuck"), WorkerBeat("stuck", "cuda:0", 1, ("builtin",), None, now - 60, now,
+                                                           0.0, 0).to_json(), ex=5)
+                await asyncio.sleep(0.1)
+        beating = asyncio.create_task(beat_forever())
+        await asyncio.sleep(0.2)
+        await remote.start()
+        try:
+            assert remote.free_slots == 1
+            handle = remote.submit(1, RemoteWork("builtin", lambda attempt: {"version": 1}))
+            with pytest.raises(WorkerLost, match="worker stuck was lost"):
+                await asyncio.wait_for(handle.result(), 10)
+            assert remote.free_slots == 0 and remote.slots == 1  # alive, resting
+            await asyncio.sleep(2.2)
+            assert remote.free_slots == 1  # it may try again
+        finally:
+            beating.cancel()
+            await remote.close()
+            client.close()
+
+
 async def test_a_worker_with_a_safety_checker_flags_the_pictures_it_makes(tmp_path, engine, request_for):
     """The check runs where the pictures are made: the flags come back with the outcome."""
     from helpers.cluster import Cluster
