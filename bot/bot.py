@@ -95,11 +95,11 @@ class ImagineBot(commands.AutoShardedBot):
         self.rules = CommunityRules(self.settings, self.sessionmaker)
         await self.rules.load()
         self.jobs = await self.job_runner()
-        await self.jobs.start()
-        if self.settings.metrics.port:
+        if self.settings.metrics.port:  # before the queue starts: the jobs it adopts or restarts count too
             self.metrics = Metrics(self)
             self.jobs.observers.append(self.metrics.observe)
             await self.metrics.start(self.settings.metrics.bind, self.settings.metrics.port)
+        await self.jobs.start()
         if self.started_file is not None:
             self.started_file.touch()
         self.delivery = DeliveryService(self, redelivery_seconds=self.settings.discord.redelivery_seconds)

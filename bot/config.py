@@ -30,6 +30,7 @@ CONFIG_ENV = "BOT_CONFIG"
 TOKEN_ENV = "DISCORD_TOKEN"
 BROKER_ENV = "IMAGINE_BROKER_URL"  # the GPU workers' Redis, when its URL holds a password
 EXECUTOR_ENV = "IMAGINE_EXECUTOR"  # "local" or "celery", over [queue] executor (scripts/cluster.sh, containers)
+DATABASE_ENV = "IMAGINE_DATABASE_URL"  # over [storage] database_url: a PostgreSQL URL holds a password
 
 QueueMode = Literal["fast", "relax", "turbo"]
 
@@ -340,7 +341,8 @@ def _settings_from(file: _File, base: Path) -> Settings:
                                       guild_queued=queue.guild_queued, relax_every=queue.relax_every),
                             queue.burst, os.environ.get(BROKER_ENV) or queue.broker_url, queue.executor,
                             queue.lease_seconds),
-        storage=StorageSettings(file.storage.database_url, _resolve(base, file.storage.image_dir),
+        storage=StorageSettings(os.environ.get(DATABASE_ENV) or file.storage.database_url,
+                                _resolve(base, file.storage.image_dir),
                                 file.storage.keep_inputs_days, file.storage.keep_results_days),
         discord=DiscordSettings(file.discord.sync_guild_id, file.discord.progress_edit_seconds,
                                 file.discord.redelivery_seconds),

@@ -121,6 +121,11 @@ class Metrics:
                 await repo.count_undelivered_jobs(session)
         except Exception as error:  # whatever the database says, the supervisor hears "unhealthy"
             problems.append(f"the database does not answer: {type(error).__name__}")
-        body = {"status": "unhealthy" if problems else "ok", "problems": problems,
+        body = {"status": "ok", "problems": problems,
                 "discord": "connected" if self.bot.is_ready() and not self.bot.is_closed() else "not connected"}
+        if not self._local:  # GPU workers: Redis is needed like the database; no worker alive is said, not failed
+            if not await self.bot.executor.ping():
+                problems.append("the GPU workers' Redis does not answer")
+            body["workers"] = len(self.bot.executor.workers())
+        body["status"] = "unhealthy" if problems else "ok"
         return web.json_response(body, status=503 if problems else 200)

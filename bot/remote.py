@@ -196,8 +196,8 @@ class RemoteExecutor(Executor):
                 break
             except RedisError as error:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the GPU workers' Redis does not answer ({error}): start it, or set "
-                                       "[queue] executor = \"local\"") from None
+                    raise RuntimeError(f"the GPU workers' Redis does not answer ({error}): start it, or run the "
+                                       "jobs here ([queue] executor = \"local\", or $IMAGINE_EXECUTOR=local)") from None
                 log.warning("waiting for the GPU workers' Redis: %s", error)
                 await asyncio.sleep(1.0)
         self._spawn(self._watch(), "remote-watch")
@@ -225,6 +225,13 @@ class RemoteExecutor(Executor):
     def loaded_models(self) -> set[str]:
         """The model versions a worker with a free slot has loaded (the scheduler prefers their jobs)."""
         return {model for beat in self._workers.values() if self._free(beat) for model in beat.models}
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (for /health)."""
+        try:
+            return bool(await self._redis.ping())
+        except RedisError:
+            return False
 
     def workers(self) -> list[WorkerBeat]:
         """The workers alive now, as their last heartbeat describes them (bot/metrics.py)."""

@@ -127,6 +127,13 @@ def test_the_executor_is_local_unless_config_or_environment_say_celery(tmp_path,
             load_settings(write(tmp_path, bad))
 
 
+def test_a_database_url_with_a_password_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMAGINE_DATABASE_URL", raising=False)
+    assert load_settings(write(tmp_path, "")).storage.database_url == "sqlite+aiosqlite:///data/bot.db"
+    monkeypatch.setenv("IMAGINE_DATABASE_URL", "postgresql+asyncpg://imagine:secret@db/imagine")
+    assert load_settings(write(tmp_path, "")).storage.database_url == "postgresql+asyncpg://imagine:secret@db/imagine"
+
+
 def test_the_broker_password_is_not_logged():
     from bot.worker import _without_password
 

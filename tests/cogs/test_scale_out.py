@@ -109,6 +109,9 @@ async def test_twenty_jobs_of_four_members_run_once_each_on_two_workers_taking_t
     assert all(figures[("imagine_worker_last_heartbeat_seconds", (("worker", name),))] > 1.7e9
                for name in ("w1", "w2"))
     assert figures[("imagine_queue_depth", (("mode", "fast"),))] == 0
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/health") as response:
+        assert response.status == 200
+        assert (await response.json())["workers"] == 2
 
 
 async def test_a_worker_killed_in_the_middle_of_a_job_gives_it_to_the_other(start_bot, cluster):
