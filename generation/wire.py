@@ -125,6 +125,12 @@ class WireProgress(_Strict):
     preview: Annotated[str, Field(max_length=(MAX_PREVIEW_BYTES + 2) // 3 * 4)] | None = None  # base64 WebP
     flagged: bool | None = None
 
+    @model_validator(mode="after")
+    def _step_within_total(self) -> WireProgress:
+        if self.step > self.total:
+            raise ValueError(f"step {self.step} is past the total of {self.total}")
+        return self
+
 
 class WireOutcome(_Strict):
     """How an attempt ended: `done` carries the result, `failed` the cause its owner is told."""

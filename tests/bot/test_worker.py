@@ -10,15 +10,15 @@ import json
 import signal
 import time
 
-import numpy as np
 import pytest
 import redis
 import torch
 from helpers.cluster import LEASE_SECONDS
+from helpers.pictures import same_pixels
 
 from bot.remote import GENERATE_TASK, RemoteExecutor, RemoteWork, celery_app, lease_key, result_key, worker_key
 from generation.engine import Imagine, Vary
-from generation.executor import JobCancelled, WorkerLost
+from generation.executor import JobCancelled, JobFailed, WorkerLost
 from generation.wire import job_to_wire, outcome_from_wire
 
 
@@ -46,10 +46,6 @@ def one_thread(function, *args):
         return function(*args)
     finally:
         torch.set_num_threads(threads)
-
-
-def same_pixels(one, other) -> bool:
-    return one.size == other.size and np.array_equal(np.asarray(one), np.asarray(other))
 
 
 async def test_a_job_run_on_a_worker_comes_back_as_the_engine_makes_it_here(executor, engine, request_for):
@@ -121,7 +117,7 @@ async def test_a_malformed_job_is_refused_with_what_is_wrong_and_the_worker_goes
     assert outcome.error == "the job could not be read: this worker reads version 1 messages, got version 7"
     await asyncio.sleep(0.5)
     result = await submit(executor, 10, Imagine(request_for("a red circle --steps 2"), 1, count=1)).result()
-    assert len(result.images) == 1
+    assert result.seeds == (1,) and len(result.images) == 1  # job 10's own result (the executor checks its id)
     assert all(process.poll() is None for process in cluster.workers.values())
 
 
@@ -130,7 +126,7 @@ def test_a_worker_stopped_with_sigterm_finishes_and_leaves(cluster):
     assert "w3" in cluster.beats()
     process = cluster.workers.pop("w3")
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0, cluster.log("w3")[-3000:]  # a warm shutdown
+    assert process.wait(timeout=30) == 0, cluster.log("w3")[-3000:]  # a warm shutdown
     with cluster.client() as client:
         assert not client.exists(worker_key("w3"))  # gone at once: the bot sends it nothing more
 
@@ -229,3 +225,19 @@ async def test_a_worker_with_a_safety_checker_flags_the_pictures_it_makes(tmp_pa
     finally:
         await remote.close()
         await asyncio.to_thread(cluster.stop)
+
+
+def test_an_outcome_of_another_job_or_attempt_is_not_taken_for_this_one(engine, request_for):
+    """What the bot reads is checked to be the attempt it follows (a key written by mistake, or by a
+    worker of another bot on the same Redis, is refused, not recorded)."""
+    from bot.remote import _read_outcome
+    from generation.wire import WireError, outcome_to_wire
+
+    result = engine.run(Imagine(request_for("a red circle --steps 2"), 4, count=1))
+    raw = json.dumps(outcome_to_wire(6, 2, "done", result=result)).encode()
+    assert _read_outcome(raw, 6, 2)[0].seeds == (4,)
+    for job_id, attempt in ((5, 2), (6, 1)):
+        with pytest.raises(WireError, match="the outcome is job 6's attempt 2"):
+            _read_outcome(raw, job_id, attempt)
+    assert isinstance(_read_outcome(json.dumps(outcome_to_wire(6, 2, "failed", error="too big")).encode(), 6, 2)[1],
+                      JobFailed)

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import aiohttp
+from helpers.metrics import scrape
 from helpers.ports import free_port
-from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import MetricsSettings
 
 MEMBER = 8001
 
-
-
-async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
-        assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain; version=")
-        text = await response.text()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 async def test_metrics_count_jobs_per_state_and_model_and_health_answers(start_bot):

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 from helpers.cluster import LEASE_SECONDS
 from helpers.discord_harness import CHANNEL_ID
+from helpers.metrics import scrape
 from helpers.ports import free_port
-from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import MetricsSettings, load_settings
 from generation.executor import JobProgress, JobStarted
@@ -48,13 +48,6 @@ def follow(harness) -> tuple[list[int], dict[int, int]]:
 
 def job_id_of(grid) -> int:
     return int(grid.custom_ids()[0].split(":")[2])
-
-
-async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
-        text = await response.text()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def attempts_run(cluster, job_id: int) -> int:

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from helpers.hostile_pictures import bomb_png, noise
+from helpers.pictures import same_pixels
 from PIL import Image
 
 from generation.engine import Blend, Imagine, Outpaint, Repaint, Upscale, Vary
@@ -31,10 +32,6 @@ from generation.wire import (
 
 def through_json(message: dict) -> dict:
     return json.loads(json.dumps(message))
-
-
-def same_pixels(one: Image.Image, other: Image.Image) -> bool:
-    return one.size == other.size and np.array_equal(np.asarray(one.convert("RGB")), np.asarray(other.convert("RGB")))
 
 
 def jobs(request_for) -> list:
@@ -170,6 +167,8 @@ def test_progress_travels_with_a_small_webp_preview_and_a_bad_one_is_refused():
         progress_from_wire(not_webp)
     with pytest.raises(WireError, match="step"):
         progress_from_wire(progress_to_wire(3, 2, Progress(5, 20)) | {"step": -1})
+    with pytest.raises(WireError, match="step 21 is past the total of 20"):
+        progress_from_wire(progress_to_wire(3, 2, Progress(21, 20)))
 
 
 def test_an_outcome_is_done_with_its_result_or_cancelled_or_failed_with_a_short_cause(engine, request_for):
