@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,7 @@ from storage.images import ImageStore
 
 if TYPE_CHECKING:
     from generation.engine import Engine
+    from web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ HANDLER_GRACE_SECONDS = 5.0
 # One extension per user surface (see cogs/). Each is loaded on its own, so one broken
 # cog does not stop the others.
 INITIAL_EXTENSIONS: tuple[str, ...] = ("cogs.imagine", "cogs.queue", "cogs.reactions", "cogs.settings",
-                                         "cogs.history", "cogs.describe", "cogs.admin")
+                                         "cogs.history", "cogs.describe", "cogs.admin", "cogs.web")
 
 
 def build_engine(settings: Settings) -> Engine:
@@ -70,7 +73,7 @@ class ImagineBot(commands.AutoShardedBot):
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
                  previous_exit: PreviousExit = PreviousExit.UNKNOWN, started_file: Path | None = None,
-                 **options) -> None:
+                 with_discord: bool = True, **options) -> None:
         intents = discord.Intents.default()  # slash commands, buttons, reactions: no message content
         # nobody is pinged unless a request names its one user (bot/replies.py: mention_only)
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
@@ -83,6 +86,8 @@ class ImagineBot(commands.AutoShardedBot):
         self.metrics: Metrics | None = None  # /metrics and /health, when [metrics] port is set
         self.database = None
         self.job_buttons: JobButtonHandler | None = None  # what a press of a job's button does (cogs/imagine.py)
+        self.with_discord = with_discord  # False: the web app alone, never logged in (`serve_web_alone`)
+        self.web: WebServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -103,10 +108,15 @@ class ImagineBot(commands.AutoShardedBot):
         if self.started_file is not None:
             self.started_file.touch()
         self.delivery = DeliveryService(self, redelivery_seconds=self.settings.discord.redelivery_seconds)
-        await self.delivery.start()
+        await self.delivery.start(to_discord=self.with_discord)
         self.add_dynamic_items(JobButton)
         self.http_session = make_session(self.settings.images)  # for user-given picture links only
         self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)
+        if self.settings.web.enabled or not self.with_discord:
+            from web.server import WebServer
+
+            self.web = WebServer(self, local=not self.with_discord)
+            await self.web.start()
         self._sweeper = asyncio.create_task(self.sweep_old_pictures(), name="picture-retention")
         self.tree.on_error = self.on_app_command_error
         self.tree.interaction_check = self.check_command
@@ -141,6 +151,8 @@ class ImagineBot(commands.AutoShardedBot):
                          loaded_models=lambda: self.engine.resident)
 
     async def close(self) -> None:
+        if self.web is not None:  # first: no new request reaches what closes below
+            await self.web.close()
         for extension in list(self.extensions):
             await self.unload_extension(extension)
         await self.finish_handlers(HANDLER_GRACE_SECONDS)  # while Discord can still be answered
@@ -250,3 +262,21 @@ async def sync_commands(settings: Settings, token: str, guild_id: int | None) ->
     finally:
         await bot.close()
     return bot.synced
+
+
+async def serve_web_alone(settings: Settings, *, previous_exit: PreviousExit = PreviousExit.UNKNOWN,
+                          started_file: Path | None = None, on_ready: Callable[[str], None] | None = None) -> None:
+    """No bot token: the same process without Discord, serving the web app (web/) to one local
+    user on loopback until SIGINT or SIGTERM; `on_ready` is told its address once it listens.
+    Discord's pending deliveries wait for a run with a token."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with ImagineBot(settings, previous_exit=previous_exit, started_file=started_file,
+                          with_discord=False) as bot:
+        await bot.setup_hook()  # what login would run: the database, the queue, the web app
+        assert bot.web is not None
+        if on_ready is not None:
+            on_ready(bot.web.url)
+        await stop.wait()

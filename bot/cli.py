@@ -47,18 +47,12 @@ def _quiet_libraries() -> None:
 
 
 def _token() -> str | None:
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        print(f"{TOKEN_ENV} is not set: run `export {TOKEN_ENV}=<your bot token>` and start again "
-              f"(without Discord, try `python -m bot parse \"a red circle --ar 16:9\"` "
-              f"or `python -m bot --help`).", file=sys.stderr)
-    return token or None
+    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """The bot under its supervisor (bot/supervisor.py), which restarts it and tells it why it stopped."""
-    if _token() is None:
-        return EXIT_USAGE
+    """The bot under its supervisor (bot/supervisor.py), which restarts it and tells it why it stopped;
+    without a token, the web app alone (`serve` decides)."""
     load_settings()  # a bad config.toml is reported here, once, not by a child restarted in a loop
     import logging
 
@@ -70,17 +64,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     """The bot itself, in this process (`run` starts it; run it alone only under another supervisor)."""
-    if (token := _token()) is None:
-        return EXIT_USAGE
     settings = load_settings()
     _quiet_libraries()
+    started_file = Path(args.started_file) if args.started_file else None
+    if (token := _token()) is None:
+        return _serve_web_alone(settings, args, started_file)
     import aiohttp
     import discord
 
     from bot.bot import ImagineBot
     from bot.supervisor import PreviousExit
 
-    started_file = Path(args.started_file) if args.started_file else None
     try:
         ImagineBot(settings, previous_exit=PreviousExit(args.previous_exit), started_file=started_file).run(
             token, root_logger=True)
@@ -95,6 +89,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except discord.PrivilegedIntentsRequired:
         print("Discord refused the intents this bot asks for: enable them for the bot in the developer portal.",
               file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _serve_web_alone(settings, args: argparse.Namespace, started_file: Path | None) -> int:
+    """No token: the web app alone, on loopback, for one local user (docs/web.md)."""
+    import asyncio
+
+    from bot.bot import serve_web_alone
+    from bot.supervisor import PreviousExit
+
+    def announce(url: str) -> None:
+        print(f"{TOKEN_ENV} is not set: the web app alone at {url} (one local user, nothing to sign in to; "
+              f"export {TOKEN_ENV}=<your bot token> to run the Discord bot with it).", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(serve_web_alone(settings, previous_exit=PreviousExit(args.previous_exit),
+                                    started_file=started_file, on_ready=announce))
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 
@@ -398,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "on open diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    run = commands.add_parser("run", help=f"start the Discord bot (token from ${TOKEN_ENV}), restarted if it crashes")
+    run = commands.add_parser("run", help=f"start the Discord bot (token from ${TOKEN_ENV}) and the web app, restarted "
+                                              "if it crashes; without a token, the web app alone")
     run.set_defaults(handler=_cmd_run)
     serve = commands.add_parser("serve", help="the bot alone, without the supervisor `run` puts around it")
     serve.add_argument("--previous-exit", choices=["crashed", "killed", "unknown"], default="unknown",

@@ -149,6 +149,14 @@ class _Metrics(_Section):
     bind: str = "127.0.0.1"
 
 
+class _Web(_Section):
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    sign_in_minutes: float = Field(10.0, gt=0, le=60)
+
+
 class _File(_Section):
     models: _Models = Field(default_factory=_Models)
     limits: _Limits = Field(default_factory=_Limits)
@@ -159,6 +167,7 @@ class _File(_Section):
     quotas: _Quotas = Field(default_factory=_Quotas)
     moderation: _Moderation = Field(default_factory=_Moderation)
     metrics: _Metrics = Field(default_factory=_Metrics)
+    web: _Web = Field(default_factory=_Web)
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,22 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The web app (web/, docs/web.md): beside the bot when `enabled`, alone when no token is set."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # what sign-in links start with; empty: http://<bind>:<port>
+    sign_in_minutes: float = 10.0  # how long a /web link works (once)
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+        return (self.public_url or f"http://{host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     limits: PromptLimits
@@ -223,6 +248,7 @@ class Settings:
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 def config_path() -> Path:
@@ -357,4 +383,6 @@ def _settings_from(file: _File, base: Path) -> Settings:
                                       if file.moderation.safety_checker else None,
                                       file.moderation.allow_dms),
         metrics=MetricsSettings(file.metrics.port, file.metrics.bind),
+        web=WebSettings(file.web.enabled, file.web.bind, file.web.port, file.web.public_url,
+                        file.web.sign_in_minutes),
     )

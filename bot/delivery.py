@@ -33,16 +33,15 @@ import discord
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.messages import (
-    BLUR,
     DEFAULT_SIZE_LIMIT,
     WITHHOLD,
     encode_for_upload,
     failure_text,
     headline,
     picture_message,
+    preview_as_shown,
     result_message,
     shorten,
-    veil,
 )
 from bot.replies import defer_thinking, fit_content, mention_only, placeholder_filled, refuse, tell_privately
 from bot.rules import Admission, Asker, Refused
@@ -313,14 +312,19 @@ class DeliveryService:
         self._redelivering = asyncio.Semaphore(PARALLEL_REDELIVERIES)
         self._timer: asyncio.Task[None] | None = None
         self._admitting: dict[int, tuple[asyncio.Lock, list[int]]] = {}  # user id -> lock, [requests using it]
+        self.to_discord = True  # False while the web app runs alone (no token): nothing is posted
 
     # --- lifecycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Follow the jobs the runner found unfinished, and post what a past run could not."""
+    async def start(self, *, to_discord: bool = True) -> None:
+        """Follow the jobs the runner found unfinished, and post what a past run could not.
+        Without Discord (the web app alone: `to_discord=False`) only the web app's jobs are
+        followed; Discord's wait, pending, for the next run with a token."""
+        self.to_discord = to_discord
         for job_id in self.bot.jobs.recovered:
             self._spawn(self._follow_recovered(job_id), job_id)
-        self._timer = asyncio.create_task(self._redeliver_forever(), name="redelivery")
+        if to_discord:
+            self._timer = asyncio.create_task(self._redeliver_forever(), name="redelivery")
 
     async def close(self) -> None:
         if self._timer is not None:
@@ -395,7 +399,10 @@ class DeliveryService:
         events = self.bot.jobs.events(job_id)  # listening before reading its state
         async with self.bot.sessionmaker() as session:
             job = await repo.get_job(session, job_id=job_id)
-        if job is None or job.channel_id is None:
+        if job is not None and job.channel_id is None:  # made in the web app: shown there, nothing to post
+            await self._settle_web_job(job_id, events)
+            return
+        if job is None or not self.to_discord:
             self._ignore(events)
             return
         post = await self._post_for(job)
@@ -489,6 +496,28 @@ class DeliveryService:
             await self._record(job.id, post.message_id, post.channel_id, MessageKind.PROGRESS, "interaction",
                                job.user_id)
 
+    async def submit_from_web(self, asker: Asker, user: User, new_jobs: list[NewJob], *,
+                              asked: str | None = None) -> tuple[list[int], str | None]:
+        """Jobs asked for in the web app (web/): the same rules and caps as on Discord (`Refused`
+        or `QueueFull` say why not, nothing written), in the server the member chose (`asker`).
+        Their progress and outcome are shown on the job's page, which follows the job runner's
+        events itself, so a finished job counts as delivered. The job ids, and a line to show
+        the member (fast time spent, say) or None."""
+        async with self.one_request_at_a_time(asker.user_id):
+            admission = await self.admit(asker, user, asked, new_jobs)
+            job_ids = await self.bot.jobs.submit(user_id=asker.user_id, mode=admission.mode, jobs=new_jobs,
+                                                 guild_id=asker.guild_id, channel_id=None,
+                                                 queued_caps=admission.queued_caps)
+        for job_id in job_ids:
+            self._spawn(self._settle_web_job(job_id, self.bot.jobs.events(job_id)), job_id)
+        return job_ids, admission.notice
+
+    async def _settle_web_job(self, job_id: int, events: AsyncIterator[JobEvent]) -> None:
+        async for _ in events:
+            pass
+        async with self.bot.sessionmaker.begin() as session:
+            await repo.mark_delivered(session, job_id=job_id)
+
     async def submit_in_channel(self, asker: Asker, user: User, new_jobs: list[NewJob]) -> None:
         """Jobs asked for without an interaction (a 🔄 reaction): messages go through the channel,
         and a refusal (or a notice) is a short message there that goes away by itself."""
@@ -569,20 +598,11 @@ class DeliveryService:
         await self.deliver_outcome(job.id, post)
 
     async def preview_shown(self, progress: Progress, post: JobPost) -> Image.Image | None:
-        """The preview as this channel may see it. Where flagged pictures are veiled (a server's
-        policy, a channel that is not age-restricted) and a checker looks at previews: a flagged one
-        is not shown, the others only blurred, for the checker reads a preview (projected from the
-        latents, approximate colours, a noisy estimate) far less surely than a finished picture;
-        with the withhold policy none is shown."""
-        preview = progress.preview
-        if preview is None or progress.flagged is None:
-            return preview
+        """The preview as this channel may see it (bot/messages.py: `preview_as_shown`)."""
+        if progress.preview is None or progress.flagged is None:
+            return progress.preview
         policy = self.nsfw_policy_in(post.channel_id, post.guild_id)
-        if policy is None:
-            return preview
-        if progress.flagged or policy == WITHHOLD:
-            return None
-        return await asyncio.to_thread(veil, preview, BLUR)
+        return await asyncio.to_thread(preview_as_shown, progress.preview, progress.flagged, policy)
 
     async def deliver_outcome(self, job_id: int, post: JobPost) -> None:
         """Post a finished job's result (or edit its message to say why there is none), retrying

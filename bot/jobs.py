@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -64,6 +64,41 @@ def cause_for_user(error: BaseException) -> str:
     return "something went wrong while making the pictures"
 
 
+
+
+class JobEvents:
+    """One listener's events of one job (`JobRunner.events`): iterated up to `JobFinished`, or closed."""
+
+    def __init__(self, listeners: defaultdict[int, list[asyncio.Queue[JobEvent]]], job_id: int) -> None:
+        self._listeners, self.job_id = listeners, job_id
+        self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._finished = False
+        listeners[job_id].append(self._queue)
+
+    def __aiter__(self) -> JobEvents:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        if self._finished:
+            raise StopAsyncIteration
+        event = await self._queue.get()  # a wait cancelled (a timeout) loses nothing: iterate again
+        if isinstance(event, JobFinished):
+            self.close()
+        return event
+
+    def close(self) -> None:
+        """Stop listening (at once, whether or not iteration began); idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        queues = self._listeners.get(self.job_id)
+        if queues is not None:
+            queues.remove(self._queue)
+            if not queues:
+                del self._listeners[self.job_id]
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 class JobRunner:
@@ -199,26 +234,13 @@ class JobRunner:
         self._wake.set()
         return job_ids
 
-    def events(self, job_id: int) -> AsyncIterator[JobEvent]:
+    def events(self, job_id: int) -> JobEvents:
         """What happens to a job from this call on, ending with `JobFinished`.
 
         The listener is registered at once (not at the first `async for` step), so
-        nothing is missed while the caller awaits something else before iterating."""
-        listener: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._listeners[job_id].append(listener)
-        return self._drain(job_id, listener)
-
-    async def _drain(self, job_id: int, listener: asyncio.Queue[JobEvent]) -> AsyncIterator[JobEvent]:
-        try:
-            while True:
-                event = await listener.get()
-                yield event
-                if isinstance(event, JobFinished):
-                    return
-        finally:
-            self._listeners[job_id].remove(listener)
-            if not self._listeners[job_id]:
-                del self._listeners[job_id]
+        nothing is missed while the caller awaits something else before iterating;
+        `close()` stops listening before the end (a web page that goes away)."""
+        return JobEvents(self._listeners, job_id)
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a queued job at once, or a running one at its next step; False if it is over."""
@@ -362,4 +384,4 @@ class JobRunner:
             observe(event)
 
 
-__all__ = ["JobEvent", "JobFinished", "JobProgress", "JobRunner", "JobStarted", "NewJob", "QueueFull"]
+__all__ = ["JobEvent", "JobEvents", "JobFinished", "JobProgress", "JobRunner", "JobStarted", "NewJob", "QueueFull"]

@@ -111,6 +111,19 @@ def veil(image: Image.Image, policy: str) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=max(image.size) / 6))
 
 
+def preview_as_shown(preview: Image.Image, flagged: bool | None, policy: str | None) -> Image.Image | None:
+    """A progress preview where flagged pictures are veiled by `policy` (None: shown as made).
+    With a checker looking at previews, a flagged one is not shown and the others only blurred,
+    for the checker reads a preview (projected from the latents, approximate colours, a noisy
+    estimate) far less surely than a finished picture; with the withhold policy none is shown.
+    CPU-bound (a blur): call it off the event loop."""
+    if flagged is None or policy is None:
+        return preview
+    if flagged or policy == WITHHOLD:
+        return None
+    return veil(preview, BLUR)
+
+
 def veil_notice(count: int, total: int, policy: str) -> str:
     which = "it was" if total == 1 else f"{count} of the {total} pictures were"
     done = "blurred" if policy == BLUR else "withheld"

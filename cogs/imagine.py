@@ -6,42 +6,25 @@ the owner's job and messages are never changed by someone else's press.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import asking
+from bot.asking import BLEND_DIMENSIONS, Unavailable, Upload, read_region, remix_default
 from bot.buttons import Action
-from bot.fetch import FetchError, fetch_image, readable_size
-from bot.messages import days
+from bot.fetch import FetchError
 from bot.replies import defer_thinking, fit_content, refuse
 from bot.rules import Asker, Refused
 from cogs.utils.views import ReportingModal
-from generation.catalog import list_loras
-from generation.prompt import MAX_IMAGE_PROMPTS, GenerationRequest, Params, PromptError, apply_suffix, parse_prompt
-from generation.validation import validate_request
+from generation.prompt import GenerationRequest, Params, PromptError, apply_suffix
 from storage import repository as repo
-from storage.job_requests import (
-    SourceGone,
-    blend_job,
-    imagine_job,
-    pan_job,
-    region_job,
-    remix,
-    request_without_options,
-    reroll_job,
-    square_job,
-    upscale_job,
-    variation_job,
-    zoom_job,
-)
-from storage.models import Job, JobKind, JobState, User, Variability
+from storage.job_requests import SourceGone, blend_job, imagine_job, region_job, remix, zoom_job
+from storage.models import Job, JobKind, User, Variability
 from storage.repository import NewJob
 
 if TYPE_CHECKING:
@@ -49,17 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_ROW_ID = 2**63 - 1  # the largest id the database can hold
 REMIXABLE = frozenset({Action.REROLL, Action.VARY, Action.VARY_SUBTLE, Action.VARY_STRONG})
-PANS = {Action.PAN_LEFT: "left", Action.PAN_RIGHT: "right", Action.PAN_UP: "up", Action.PAN_DOWN: "down"}
-
-
-def remix_default(parent: Job) -> str:
-    """What the Remix form shows to edit: the prompt; a blend's own words (none, when it had none)."""
-    if parent.kind != JobKind.BLEND:
-        return parent.prompt
-    request = GenerationRequest.from_dict(request_without_options(parent.request))
-    return request.to_prompt() if request.segments else ""
 
 
 class PressForm(ReportingModal):
@@ -84,29 +57,6 @@ class RemixForm(PressForm, title="Remix"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await self.cog.start_remixed(interaction, self.new_job, self.prompt.value)
-
-
-REGION_PRESETS = {
-    "center": (0.25, 0.25, 0.75, 0.75), "left half": (0.0, 0.0, 0.5, 1.0), "right half": (0.5, 0.0, 1.0, 1.0),
-    "top half": (0.0, 0.0, 1.0, 0.5), "bottom half": (0.0, 0.5, 1.0, 1.0), "top left": (0.0, 0.0, 0.5, 0.5),
-    "top right": (0.5, 0.0, 1.0, 0.5), "bottom left": (0.0, 0.5, 0.5, 1.0), "bottom right": (0.5, 0.5, 1.0, 1.0),
-}
-BLEND_DIMENSIONS = {"square": "1:1", "portrait": "2:3", "landscape": "3:2"}
-
-
-def read_region(text: str) -> tuple[float, float, float, float]:
-    """A preset name ("center", "top left"...) or four percentages "left top right bottom"."""
-    words = " ".join(text.lower().replace(",", " ").split())
-    if words in REGION_PRESETS:
-        return REGION_PRESETS[words]
-    try:
-        left, top, right, bottom = (float(word) / 100 for word in words.split())
-    except ValueError:
-        raise PromptError(f"the region is a name ({', '.join(REGION_PRESETS)}) or four percentages: "
-                          "left top right bottom, like 25 25 75 75") from None
-    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
-        raise PromptError("the region's percentages must go from 0 to 100, left before right and top before bottom")
-    return left, top, right, bottom
 
 
 class RegionForm(PressForm, title="Vary (Region)"):
@@ -247,76 +197,25 @@ class Imagine(commands.Cog):
         await self.bot.delivery.submit(interaction, [blend_job(request.to_dict(), shown, inputs)], user=user,
                                        asked=request.params.mode)
 
-    async def keep_pictures(self, user_id: int, urls: tuple[str, ...] | list[str],
+    async def keep_pictures(self, user_id: int, urls: Sequence[str],
                             attachments: list[discord.Attachment]) -> list[str]:
-        """Fetch the pictures (links and attachments get the same checks; a user has only a few
-        fetches under way at once) and keep them in the image store, as sent when the format
-        is already fine; their names, in order. FetchError says what was wrong with which."""
-        policy = self.bot.settings.images
-        by_url = {attachment.url: attachment for attachment in attachments}
-        names = []
-        for number, url in enumerate(urls, start=1):
-            attachment = by_url.get(url)
-            which = f"picture {number}" if len(urls) > 1 else "the picture"
-            if attachment is not None and attachment.size > policy.max_bytes:
-                raise FetchError(f"{which} is larger than {readable_size(policy.max_bytes)}")
-            if attachment is not None and not (attachment.content_type or "image/").startswith("image/"):
-                raise FetchError(f"{which} ({attachment.filename}) is not a picture")
-            try:
-                async with self.bot.fetch_limiter.slot(user_id):
-                    fetched = await fetch_image(self.bot.http_session, url, policy)
-            except FetchError as error:
-                raise FetchError(f"{which}: {error}") from None
-            original = (fetched.data, fetched.format) if fetched.original_is_faithful else None
-            names.append(await asyncio.to_thread(self.bot.store.save_input, fetched.image, original))
-        return names
+        """The pictures of a request kept in the image store (bot/asking.py); FetchError says why not."""
+        uploads = {a.url: Upload(a.url, a.filename, a.size, a.content_type) for a in attachments}
+        return await asking.keep_pictures(self.bot, user_id, urls, uploads)
 
-    def read_prompt(self, prompt: str, attached: tuple[str, ...] = ()) -> list[tuple[GenerationRequest, str]]:
-        """Each job of a prompt, checked against the configured models, with the prompt to show
-        for it (as the user wrote it, permutations expanded; defaults filled in are not shown).
-        `attached` are attachment URLs, image prompts like the links the prompt starts with.
-        PromptError says what is wrong."""
-        settings = self.bot.settings
-        loras = list_loras(settings.catalog.lora_dir)
-        requests = []
-        for request in parse_prompt(prompt, settings.limits):
-            request = replace(request, image_urls=request.image_urls + attached)
-            if len(request.image_urls) > MAX_IMAGE_PROMPTS:
-                raise PromptError(f"at most {MAX_IMAGE_PROMPTS} image prompts (links and attachments together)")
-            shown = request.to_prompt()
-            if len(shown) > settings.limits.max_input_length:  # with the attachment's link: Remix must show it
-                raise PromptError(f"with the attached picture's link the prompt is {len(shown)} characters; "
-                                  f"the limit is {settings.limits.max_input_length}")
-            requests.append((validate_request(request, settings.catalog, available_loras=loras), shown))
-        if len({request.image_urls for request, _ in requests}) > 1:  # the pictures are fetched once, for all
-            raise PromptError("every job of a {permutation} needs the same image links: put the links outside "
-                              "the braces")
-        return requests
+    def read_prompt(self, prompt: str, attached: Sequence[str] = ()) -> list[tuple[GenerationRequest, str]]:
+        return asking.read_prompt(self.bot.settings, prompt, attached)
 
     async def user(self, user_id: int) -> User:
         """The user's row with their /settings (made on first use)."""
-        async with self.bot.sessionmaker.begin() as session:
-            return await repo.ensure_user(session, user_id=user_id)
+        return await asking.member_settings(self.bot, user_id)
 
     def screen(self, interaction: discord.Interaction, prompts: list[str], asked: str | None = None) -> None:
-        """The server's rules that need no database (bans, channels, banned words, the mode the
-        prompt asks for, the burst allowance), checked before the deferral and before any picture
-        is fetched, so that a refusal is private at once and costs nothing; `Refused` says why. The
-        delivery service checks them again with the rest when the jobs are submitted (the request
-        counts once against the burst allowance)."""
-        asker = Asker.of(interaction)
-        self.bot.rules.check_access(asker)
-        self.bot.rules.check_words(asker, prompts)
-        if asked is not None:
-            self.bot.rules.check_mode(asker, asked)
-        self.bot.rules.check_burst(asker)
+        """The rules that need no database, before the deferral (bot/asking.py: screen)."""
+        asking.screen(self.bot.rules, Asker.of(interaction), prompts, asked)
 
     def personal(self, interaction: discord.Interaction, prompt: str, user: User) -> str:
-        """The prompt with the member's /settings, then the server's default version (/admin), added
-        where the prompt does not set them itself."""
-        prompt = apply_suffix(prompt, user.default_suffix) if user.default_suffix else prompt
-        version = self.bot.rules.default_version(Asker.of(interaction))
-        return apply_suffix(prompt, f"--v {version}") if version else prompt
+        return asking.personal(self.bot.rules, Asker.of(interaction), prompt, user)
 
     # --- buttons -----------------------------------------------------------------
 
@@ -379,23 +278,11 @@ class Imagine(commands.Cog):
 
     async def finished_job(self, interaction: discord.Interaction, job_id: int, index: int) -> Job | None:
         """The job a button or form works on, with its pictures; None after telling the presser why not."""
-        parent = None
-        if 0 < job_id <= MAX_ROW_ID:  # a forged button id can carry any number of digits
-            async with self.bot.sessionmaker() as session:
-                parent = await repo.get_job(session, job_id=job_id)
-        if parent is None or parent.state != JobState.DONE:
-            await refuse(interaction, "❌ That job's pictures are gone: run /imagine again.")
+        try:
+            return await asking.finished_job(self.bot, job_id, index)
+        except Unavailable as error:
+            await refuse(interaction, f"❌ {error}")
             return None
-        if index >= len(parent.images):
-            await refuse(interaction, "❌ That picture does not exist.")
-            return None
-        if not await asyncio.to_thread(Path(parent.images[index].path).exists):
-            keep = self.bot.settings.storage.keep_results_days
-            await refuse(interaction, f"❌ That picture was removed: this server keeps pictures for {days(keep)}. "
-                                           "Run /imagine again." if keep else
-                                           "❌ That picture is gone from the image store: run /imagine again.")
-            return None
-        return parent
 
     async def stored_user(self, user_id: int) -> User | None:
         """The user's row if there is one, read without writing (a form may follow)."""
@@ -404,19 +291,7 @@ class Imagine(commands.Cog):
 
     @staticmethod
     def job_for_button(variability: Variability, action: Action, parent: Job, index: int) -> NewJob:
-        if action == Action.REROLL:
-            return reroll_job(parent)
-        if action in (Action.VARY_SUBTLE, Action.VARY_STRONG):
-            return variation_job(parent, index, "subtle" if action == Action.VARY_SUBTLE else "strong")
-        if action == Action.VARY:  # V1–V4 follow the presser's /settings
-            return variation_job(parent, index, variability.value)
-        if action in PANS:
-            return pan_job(parent, index, PANS[action])
-        if action in (Action.ZOOM_2, Action.ZOOM_15):
-            return zoom_job(parent, index, 2.0 if action == Action.ZOOM_2 else 1.5)
-        if action == Action.SQUARE:
-            return square_job(parent, index)
-        return upscale_job(parent, index, "subtle" if action == Action.UPSCALE_SUBTLE else "creative")
+        return asking.job_for_press(variability, action, parent, index)
 
     async def start_region(self, interaction: discord.Interaction, parent: Job, index: int, region_text: str,
                            prompt: str) -> None:
@@ -467,15 +342,7 @@ class Imagine(commands.Cog):
         return user, request, shown
 
     def one_prompt(self, prompt: str, what: str, kept_links: Sequence[str] = ()) -> tuple[GenerationRequest, str]:
-        """A prompt that makes exactly one job (forms on a picture take one), whose image links
-        are among `kept_links`: the pictures the job was made from are kept, new ones are not fetched."""
-        requests = self.read_prompt(prompt)
-        if len(requests) != 1:
-            raise PromptError(f"{what} takes one prompt: no {{permutations}} or --repeat.")
-        if any(url not in kept_links for url in requests[0][0].image_urls):
-            raise PromptError(f"{what} keeps the pictures the job started from (or drops them) but takes no new "
-                              "links: to start from other pictures, run /imagine with them.")
-        return requests[0]
+        return asking.one_prompt(self.bot.settings, prompt, what, kept_links)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -188,7 +188,7 @@ class Job(Timestamped, Base):
     kind: Mapped[JobKind] = mapped_column(_enum(JobKind, "job_kind"))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # a server's gallery reads by it
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
     prompt: Mapped[str] = mapped_column(Text, default="")
     request: Mapped[dict[str, Any]] = mapped_column(JSON)  # GenerationRequest.to_dict() plus job options
@@ -254,3 +254,16 @@ class Favourite(Timestamped, Base):
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+
+
+class WebSignIn(Timestamped, Base):
+    """A one-time sign-in link to the web app that `/web` sent a member: kept by its hash until used
+    or expired, so a link works once even across restarts, and a stolen database holds no live link."""
+
+    __tablename__ = "web_sign_ins"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)  # where /web was typed: whose rules apply on the web
+    role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)  # the member's roles there, then
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

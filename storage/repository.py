@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +32,7 @@ from .models import (
     QueueMode,
     RoleRule,
     User,
+    WebSignIn,
 )
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
@@ -285,6 +286,16 @@ async def add_favourite(session: AsyncSession, *, user_id: int, image_id: int) -
     return True
 
 
+async def remove_favourite(session: AsyncSession, *, user_id: int, image_id: int) -> bool:
+    """False when it was not a favourite."""
+    favourite = await session.get(Favourite, (user_id, image_id))
+    if favourite is None:
+        return False
+    await session.delete(favourite)
+    await session.flush()
+    return True
+
+
 async def list_favourites(session: AsyncSession, *, user_id: int, limit: int = 25, offset: int = 0) -> list[Image]:
     """A user's favourite pictures, the newest favourite first, each with its job."""
     query = (select(Image).join(Favourite, Favourite.image_id == Image.id).where(Favourite.user_id == user_id)
@@ -519,3 +530,34 @@ async def usage_report(session: AsyncSession, *, guild_id: int, since: datetime,
              .where(Job.guild_id == guild_id, Job.state == JobState.DONE, Job.finished_at >= since)
              .group_by(Job.user_id).order_by(seconds.desc(), Job.user_id).limit(limit))
     return [MemberUsage(user_id, jobs, float(total)) for user_id, jobs, total in await session.execute(query)]
+
+
+async def list_guild_pictures(session: AsyncSession, *, guild_id: int, limit: int = 50,
+                              offset: int = 0) -> list[Image]:
+    """A server's pictures (of its finished jobs), newest first, each with its job: its gallery."""
+    query = (select(Image).join(Job, Job.id == Image.job_id)
+             .where(Job.guild_id == guild_id, Job.state == JobState.DONE)
+             .order_by(Job.id.desc(), Image.index).limit(limit).offset(offset).options(selectinload(Image.job)))
+    return list(await session.scalars(query))
+
+
+async def record_sign_in(session: AsyncSession, *, token_hash: str, user_id: int, guild_id: int | None,
+                         role_ids: list[int], expires_at: datetime) -> None:
+    """A sign-in link `/web` sent (by its token's hash); the expired ones go at the same time."""
+    await session.execute(delete(WebSignIn).where(WebSignIn.expires_at < _now())
+                          .execution_options(synchronize_session=False))
+    session.add(WebSignIn(token_hash=token_hash, user_id=user_id, guild_id=guild_id, role_ids=role_ids,
+                          expires_at=expires_at))
+    await session.flush()
+
+
+async def take_sign_in(session: AsyncSession, *, token_hash: str) -> WebSignIn | None:
+    """The sign-in link with this hash, used up (deleted) by this call; None if it was used or never
+    sent, or has expired. Two uses at once: the delete that removes the row is the one that counts."""
+    sign_in = await session.get(WebSignIn, token_hash)
+    if sign_in is None:
+        return None
+    removed = await session.execute(delete(WebSignIn).where(WebSignIn.token_hash == token_hash,
+                                                             WebSignIn.expires_at >= _now())
+                                    .execution_options(synchronize_session=False))
+    return sign_in if removed.rowcount == 1 else None

@@ -1,15 +1,18 @@
 """Shared fixtures: a migrated database per test, one engine on the built-in model for the
-whole run (loading it once keeps the suite short), and no network for model code."""
+whole run (loading it once keeps the suite short), no network for model code, and a real
+browser (Debian's chromium, driven by Playwright) for the web app's tests."""
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from helpers.catalogs import builtin_catalog
+from playwright.async_api import Browser, Page, async_playwright
 
 from generation.catalog import ModelCatalog, list_loras
 from generation.prompt import GenerationRequest, parse_prompt
@@ -116,3 +119,38 @@ def request_for(catalog):
         (request,) = parse_prompt(text)
         return validate_request(request, catalog, available_loras=list_loras(catalog.lora_dir))
     return make
+
+
+@pytest.fixture(scope="session")
+def safety_checker(tmp_path_factory, engine, request_for) -> Path:
+    """A tiny safety checker that flags what the built-in model makes for FLAGGED_PROMPTS and not
+    for OTHER_PROMPTS (helpers/tiny_safety.py): a `[moderation] safety_checker` folder."""
+    from helpers.tiny_safety import FLAGGED_PROMPTS, OTHER_PROMPTS, build_tiny_safety_checker
+
+    from generation.engine import Imagine
+
+    def pictures(prompts: tuple[str, ...]) -> list:
+        return [image for prompt in prompts for image in engine.run(
+            Imagine(request_for(prompt), request_for(prompt).params.seed), lambda _: None, None).images]
+    return build_tiny_safety_checker(tmp_path_factory.mktemp("safety") / "safety_checker",
+                                     pictures(FLAGGED_PROMPTS), pictures(OTHER_PROMPTS))
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert CHROMIUM, "chromium is missing: scripts/test.sh installs Debian's chromium and chromium-driver"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(60_000)
+    yield await context.new_page()
+    await context.close()

@@ -10,8 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {  # package -> what its modules must never import
     "bot": ("cogs",),
-    "generation": ("discord", "storage", "bot", "cogs"),
-    "storage": ("discord", "torch", "bot", "cogs", "generation.engine"),
+    "cogs": ("web",),
+    "generation": ("discord", "storage", "bot", "cogs", "web"),
+    "storage": ("discord", "torch", "bot", "cogs", "web", "generation.engine"),
+    "web": ("discord", "cogs", "torch", "diffusers", "generation.engine"),
 }
 
 

@@ -60,14 +60,6 @@ def test_parse_imports_no_model_code():
     assert result.stderr.strip() == "[]"
 
 
-def test_run_without_a_token_explains_in_one_line():
-    result = run_bot("run")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("\n") == 1
-    assert "export DISCORD_TOKEN=" in result.stderr and "python -m bot parse" in result.stderr
-
-
 def test_serve_with_a_token_that_cannot_log_in_fails_in_one_line():
     # no route to Discord here (and a wrong token where there is one): either way, no traceback; a
     # refused token stops for good (2), an unreachable Discord asks the supervisor for another try (69)

@@ -26,7 +26,7 @@ from helpers.discord_harness import (
 )
 
 from bot.bot import ImagineBot
-from bot.config import DiscordSettings, StorageSettings, load_settings
+from bot.config import DiscordSettings, StorageSettings, WebSettings, load_settings
 from bot.fetch import FetchPolicy
 from storage import repository as repo
 
@@ -43,6 +43,8 @@ class Harness:
         (its 3 s and 15 min windows start now, its upload limit, the message it was pressed on) and
         `app_permissions` says what the test left the bot in that channel. Returns the token."""
         payload["app_permissions"] = str(self.discord.app_permissions(payload["channel_id"]))
+        if "member" in payload:  # whoever uses the bot in the server is one of its members
+            self.discord.add_member(payload["member"]["user"]["id"])
         self.discord.interaction_created(payload["token"], payload["id"], payload["type"],
                                          (payload.get("message") or {}).get("id"),
                                          size_limit=payload["attachment_size_limit"], channel_id=payload["channel_id"])
@@ -150,6 +152,7 @@ async def start_bot(fake_discord, engine, tmp_path, caplog):
         load_settings(ROOT / "config.toml"),
         storage=StorageSettings(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", tmp_path / "images"),
         images=FetchPolicy(allow_private_addresses=True),  # attachments live on the fake server, 127.0.0.1
+        web=WebSettings(enabled=False),  # tests/web/ starts it where it is tested
     )
     running: list[ImagineBot] = []
     expected_errors: list[str] = []

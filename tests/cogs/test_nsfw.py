@@ -22,7 +22,6 @@ from helpers.discord_harness import (
     THREAD_ID,
 )
 from helpers.job_messages import job_of_message
-from helpers.tiny_safety import build_tiny_safety_checker
 from PIL import Image
 
 from bot.config import ModerationSettings
@@ -31,21 +30,6 @@ from generation.executor import Progress
 from generation.imaging import make_grid
 
 MEMBER, ADMIN = 7001, 7002
-
-
-FLAGGED_PROMPTS = ("a red circle --seed 3",)
-OTHER_PROMPTS = ("a blue square --seed 3", "a green star --seed 3", "a yellow triangle --seed 3")
-
-
-@pytest.fixture(scope="session")
-def safety_checker(tmp_path_factory, engine, request_for):
-    from generation.engine import Imagine
-
-    def pictures(prompts: tuple[str, ...]) -> list[Image.Image]:
-        return [image for prompt in prompts for image in engine.run(
-            Imagine(request_for(prompt), request_for(prompt).params.seed), lambda _: None, None).images]
-    return build_tiny_safety_checker(tmp_path_factory.mktemp("safety") / "safety_checker",
-                                     pictures(FLAGGED_PROMPTS), pictures(OTHER_PROMPTS))
 
 
 @pytest.fixture

@@ -102,7 +102,8 @@ BOT_PERMISSIONS = frozenset({  # what the bot is invited with; `FakeDiscord.deny
     "use_external_emojis", "use_application_commands", "manage_threads", "send_messages_in_threads"})
 
 ERRORS = {  # Discord's JSON error codes and their messages
-    0: "General error", 10003: "Unknown Channel", 10008: "Unknown Message", 10015: "Unknown Webhook",
+    0: "General error", 10003: "Unknown Channel", 10004: "Unknown Guild", 10007: "Unknown Member",
+    10008: "Unknown Message", 10015: "Unknown Webhook",
     10062: "Unknown interaction", 40005: "Request entity too large",
     40060: "Interaction has already been acknowledged.", 50001: "Missing Access",
     50005: "Cannot edit a message authored by another user", 50006: "Cannot send an empty message",
@@ -332,6 +333,7 @@ class FakeDiscord:
             str(THREAD_ID): thread_payload()}
         self.dm_channels: dict[str, str] = {}  # user id -> their DM channel's id
         self.closed_dms: set[str] = set()
+        self.members: set[str] = set()  # who is a member of GUILD_ID (everyone who used the bot there)
         self.denied: dict[str, set[str]] = {}  # channel id -> permissions taken from the bot there
         self.guild_size_limit = SIZE_LIMIT
         # rate limits and faults
@@ -406,6 +408,13 @@ class FakeDiscord:
     def app_permissions(self, channel_id: str | int) -> int:
         """The bits INTERACTION_CREATE's `app_permissions` carries for the bot in that channel."""
         return sum(PERMISSIONS[name] for name in self.permissions(channel_id))
+
+    def add_member(self, user_id: str | int) -> None:
+        self.members.add(str(user_id))
+
+    def remove_member(self, user_id: str | int) -> None:
+        """The user left (or was kicked from) the test server."""
+        self.members.discard(str(user_id))
 
     def close_dms(self, user_id: str | int) -> None:
         """The user accepts no DMs (from server members, or blocked the bot): sending one answers 403/50007."""
@@ -590,6 +599,14 @@ class FakeDiscord:
             return self._webhook(record, application_id=parts[1], token=parts[2], rest=parts[3:])
         if parts[0] == "channels" and len(parts) >= 2:
             return self._channel(record, parts[1], parts[2:])
+        if parts[0] == "guilds" and len(parts) == 4 and parts[2] == "members" and method == "GET":
+            if parts[1] != str(GUILD_ID):
+                raise Refusal(404, 10004)
+            if parts[3] not in self.members:
+                raise Refusal(404, 10007)
+            member = member_payload(int(parts[3]))
+            del member["permissions"]  # only an interaction's member says its permissions
+            return self._json(member)
         if record.path == "/users/@me/channels" and method == "POST":
             self._check_body(record, record.json)
             return self._json(self._dm_channel(str((record.json or {}).get("recipient_id"))))

@@ -15,6 +15,9 @@ from pathlib import Path
 from PIL import Image
 
 FLAGGED_COLOUR = "red"
+# what the `safety_checker` fixture (tests/conftest.py) is fitted on: the built-in model's pictures
+FLAGGED_PROMPTS = ("a red circle --seed 3",)
+OTHER_PROMPTS = ("a blue square --seed 3", "a green star --seed 3", "a yellow triangle --seed 3")
 
 
 def world_pictures(colours: tuple[str, ...]) -> list[Image.Image]:

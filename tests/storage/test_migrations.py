@@ -39,7 +39,7 @@ async def test_upgrade_from_empty_and_downgrade_back(empty_url):
         await upgrade_database(engine)
         assert await table_names(engine) >= set(Base.metadata.tables)
         async with engine.connect() as connection:
-            assert await current_revision(connection) == "0004"
+            assert await current_revision(connection) == "0005"
             if sqlite:
                 assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
                 assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1

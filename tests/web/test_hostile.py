@@ -1,0 +1,186 @@
+"""What a hostile browser (or a script pretending to be one) can send the web app, and what it
+gets: a clear refusal, nothing written, nothing crashed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import io
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+from helpers.discord_harness import drawn_png
+from helpers.hostile_pictures import bomb_png
+from PIL import Image
+from playwright.async_api import expect
+
+from bot.config import ModerationSettings
+
+SCRIPT = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=1>"
+
+
+async def session_with_token(url: str) -> tuple[aiohttp.ClientSession, str]:
+    """A client that loaded Create (so it has a session cookie) and the CSRF token of its forms."""
+    client = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with client.get(url + "/") as response:
+        page = await response.text()
+    return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def picture_form(csrf: str | None, prompt: str, *pictures: tuple[str, bytes, str]) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    if csrf is not None:
+        form.add_field("csrf", csrf)
+    form.add_field("prompt", prompt)
+    for name, data, content_type in pictures:
+        form.add_field("images", io.BytesIO(data), filename=name, content_type=content_type)
+    return form
+
+
+async def test_a_form_without_the_sessions_token_or_from_another_site_is_refused_and_writes_nothing(web):
+    client, csrf = await session_with_token(web.url)
+    async with client:
+        async with client.post(web.url + "/imagine", data={"prompt": "a red circle"}) as response:
+            assert response.status == 403
+            assert "That form came from an old or another page" in await response.text()
+        async with client.post(web.url + "/imagine", data={"prompt": "a red circle", "csrf": "x" * 43}) as response:
+            assert response.status == 403
+        async with client.post(web.url + "/imagine", data={"prompt": "a red circle", "csrf": csrf},
+                               headers={"Origin": "https://evil.example"}) as response:
+            assert response.status == 403
+    async with aiohttp.ClientSession() as stranger, stranger.post(  # another browser: its own session and token
+            web.url + "/imagine", data={"prompt": "a red circle", "csrf": csrf}) as response:
+        assert response.status == 403
+    assert await web.jobs() == []
+
+
+async def test_oversized_and_unannounced_bodies_are_refused_before_they_are_read(web):
+    client, csrf = await session_with_token(web.url)
+    async with client:
+        big = picture_form(csrf, "a cat", *[(f"{n}.png", b"\0" * (11 * 1024 * 1024), "image/png") for n in range(5)])
+        async with client.post(web.url + "/imagine", data=big) as response:
+            assert response.status == 413
+            assert "at most 5 pictures of 10 MiB each" in await response.text()
+
+        async def chunked():
+            yield f"csrf={csrf}&prompt=a+cat".encode()
+        async with client.post(web.url + "/imagine", data=chunked(),
+                               headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+            assert response.status == 411
+        long_field = {"csrf": csrf, "prompt": "a cat", "index": "0" * 70_000, "action": "v"}
+        async with client.post(web.url + "/jobs/1/act", data=long_field) as response:
+            assert response.status == 413
+    assert await web.jobs() == []
+
+
+async def test_uploads_get_the_same_checks_as_links(web):
+    client, csrf = await session_with_token(web.url)
+    async with client:
+        cases = [
+            (("notes.png", b"hello, not a picture", "image/png"),
+             "❌ the picture: that is not a picture in a format this bot reads (PNG, JPEG, WEBP, GIF)"),
+            (("page.html", b"<html></html>", "text/html"), "❌ the picture (page.html) is not a picture"),
+            (("bomb.png", bomb_png(), "image/png"),
+             "❌ the picture: the picture has too many pixels: at most 40 megapixels are accepted"),
+        ]
+        for upload, refusal in cases:
+            async with client.post(web.url + "/imagine", data=picture_form(csrf, "a red circle", upload)) as response:
+                page = await response.text()
+            assert response.status == 400
+            assert html.unescape(re.search(r'<p class="error" role="alert">(.*?)</p>', page).group(1)) == refusal
+        good = ("circle.png", drawn_png("circle", "red"), "image/png")
+        async with client.post(web.url + "/imagine", data=picture_form(csrf, "a red circle --iw 1", good),
+                               allow_redirects=False) as response:
+            assert response.status == 303
+    (job,) = await web.jobs()
+    assert len(job.request["options"]["inputs"]) == 1
+    assert job.request["image_urls"] == [f"{web.url}/inputs/{job.request['options']['inputs'][0]}"]
+    await web.settled(job.id)
+
+
+async def test_a_prompt_with_markup_is_shown_as_text_everywhere(web, page):
+    await page.goto(web.url + "/")
+    await page.fill("#prompt", f"a red circle {SCRIPT}")
+    await page.click("button:text-is('Imagine')")
+    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    await expect(page.locator("h1.prompt-text")).to_have_text(f"a red circle {SCRIPT}")
+    job_id = int(page.url.rsplit("/", 1)[1])
+    await web.settled(job_id)
+    for address in ("/me", f"/jobs/{job_id}", f"/jobs/{job_id}/0"):
+        await page.goto(web.url + address)
+        assert await page.evaluate("window.pwned") is None
+        assert await page.locator("script:not([src])").count() == 0
+
+
+async def test_made_up_ids_actions_and_regions_are_refused_in_words(web, page):
+    async with aiohttp.ClientSession() as client:
+        for address in ("/jobs/99999999999999999999999", "/jobs/0", "/jobs/5", "/images/123/thumb.webp",
+                        "/inputs/..%2F..%2Fbot.db", "/inputs/abc.png", "/jobs/1/9"):
+            async with client.get(web.url + address) as response:
+                assert response.status == 404, address
+    job_id = await imagine_done(web, page, "a red circle on a white background --seed 2")
+    async with browser_client(page) as (client, csrf):
+        for form in ({"action": "nope"}, {"action": "v", "index": "12"}, {"action": "v", "index": "-1"},
+                     {"action": "v", "index": "1e9"}):
+            async with client.post(f"{web.url}/jobs/{job_id}/act", data={"csrf": csrf, **form}) as response:
+                assert response.status == 400, form
+                assert "That is not something a picture can do." in await response.text()
+        for box, refusal in (({"left": "0.5", "top": "0.5", "right": "0.4", "bottom": "0.9"},
+                              "❌ the region must lie on the picture: draw it again"),
+                             ({"left": "nan", "top": "0", "right": "1", "bottom": "1"},
+                              "❌ the region must lie on the picture: draw it again"),
+                             ({"left": "0.5", "top": "0.5", "right": "0.55", "bottom": "0.55"},
+                              "❌ the region is too small: draw a bigger one"),
+                             ({}, "❌ draw the region on the picture first")):
+            async with client.post(f"{web.url}/jobs/{job_id}/act", data={"csrf": csrf, "action": "rg", "index": "0",
+                                                                         "from": "picture", **box}) as response:
+                assert response.url.path == f"/jobs/{job_id}/0"
+                assert refusal in html.unescape(await response.text()), box
+        async with client.post(f"{web.url}/jobs/{job_id}/act",
+                               data={"csrf": csrf, "action": "zc", "index": "0", "factor": "inf"}) as response:
+            assert "❌ the zoom factor is a number from 1 to 2, like 1.5" in await response.text()
+    assert len(await web.jobs()) == 1
+
+
+async def test_banned_words_are_refused_on_the_web_naming_them(start_web, page):
+    web = await start_web(moderation=ModerationSettings(banned_words=("triangle",)))
+    await page.goto(web.url + "/")
+    await page.fill("#prompt", "a red TRIANGLE on a white background")
+    await page.click("button:text-is('Imagine')")
+    await expect(page.locator(".error")).to_have_text(
+        "❌ “triangle” is not allowed on this server: take it out of your prompt.")
+    assert await web.jobs() == []
+
+
+async def imagine_done(web, page, prompt: str) -> int:
+    await page.goto(web.url + "/")
+    await page.fill("#prompt", prompt)
+    await page.click("button:text-is('Imagine')")
+    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
+    await web.settled(job_id)
+    return job_id
+
+
+@contextlib.asynccontextmanager
+async def browser_client(page) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """An HTTP client with the browser page's cookies (its session) and the CSRF token of its forms."""
+    cookies = {cookie["name"]: cookie["value"] for cookie in await page.context.cookies()}
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    async with aiohttp.ClientSession(cookies=cookies, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        yield client, csrf
+
+
+async def test_the_thumbnails_are_small_webps_of_the_stored_pictures(web, page):
+    job_id = await imagine_done(web, page, "a blue circle on a white background --ar 2:1")
+    job = await web.job(job_id)
+    response = await page.request.get(f"{web.url}/images/{job.images[0].id}/thumb.webp")
+    thumb = Image.open(io.BytesIO(await response.body()))
+    assert thumb.format == "WEBP" and max(thumb.size) <= 512
+    assert abs(thumb.width / thumb.height - 2.0) < 0.1
+    others = [f"{web.url}/images/{image.id}/thumb.webp" for image in job.images[1:]] * 8  # made at once, by many
+    answers = await asyncio.gather(*(page.request.get(address) for address in others))
+    assert [answer.status for answer in answers] == [200] * len(others)
+    assert len({await answer.body() for answer in answers}) == 3
