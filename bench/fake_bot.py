@@ -19,7 +19,7 @@ from discord.http import Route  # noqa: E402
 from helpers.discord_harness import FakeDiscord, connect  # noqa: E402
 
 from bot.bot import ImagineBot  # noqa: E402
-from bot.config import StorageSettings, load_settings  # noqa: E402
+from bot.config import StorageSettings, WebSettings, load_settings  # noqa: E402
 
 
 async def bot_on_fake_discord(folder: str, **settings: Any) -> tuple[ImagineBot, FakeDiscord]:
@@ -27,6 +27,7 @@ async def bot_on_fake_discord(folder: str, **settings: Any) -> tuple[ImagineBot,
     server = FakeDiscord()
     await server.start()
     Route.BASE = f"{server.base_url}/api/v10"
+    settings.setdefault("web", WebSettings(enabled=False))  # a benchmark that wants it gives it a free port
     configured = replace(load_settings(ROOT / "config.toml"),
                          storage=StorageSettings(f"sqlite+aiosqlite:///{folder}/bot.db", Path(folder) / "images"),
                          **settings)

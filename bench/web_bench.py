@@ -5,23 +5,27 @@
 The real bot with its web app (uvicorn in the bot's loop) on the strict fake Discord of
 tests/helpers, a SQLite file and an image store holding `--pictures` pictures of `--side`
 pixels made in one server (as many SD 1.5 grids would leave). Each of `--browsers`
-browsers (aiohttp clients in a thread of their own, with a signed-in member's cookie)
-loads, `--rounds` times: the server's gallery page (50 pictures), every thumbnail on it,
-and one job's page. Printed, side by side in one run:
+browsers (aiohttp clients in a process of their own, with a signed-in member's cookie, six
+connections each, keeping what Cache-Control lets a browser keep) loads, `--rounds` times
+and all together (each round starts when every browser is done with the last), the
+server's gallery page (50 pictures), the thumbnails on it it has not kept, and one job's
+page. Printed, side by side in one run:
 
-1. cold: the first round of every browser, thumbnails made on first use;
-2. warm: the other rounds, thumbnails served from the WebP cache;
-3. warm while the engine generates (built-in model jobs running throughout), with the event
-   loop's stall: how late a 10 ms timer in the bot's loop fires (p99 and max).
+1. cold: the first round, every thumbnail made on first use by the server;
+2. warm: the next rounds (the pages; the browsers kept the thumbnails);
+3. new browsers (nothing kept) on a server that made the thumbnails already;
+4. new browsers while the engine generates (a built-in model prompt --repeat 10), with the
+   event loop's stall: how late a 10 ms timer in the bot's loop fires (p50, p99, max).
 
-Latency p50/p99 per page kind; goal: a warm gallery page p99 < 100 ms, thumbnails WebP (their
-bytes against the PNGs they stand for).
+Latency p50/p99 per page kind; goal: a gallery page p99 < 100 ms with the thumbnails made
+(rounds 2 and 3), thumbnails as WebP (their bytes against the PNGs they stand for).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import re
@@ -29,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +96,7 @@ async def stored_gallery(bot, pictures: int, side: int) -> list[int]:
 
 async def signed_in_cookies(bot, url: str) -> dict[str, str]:
     """A session cookie for MEMBER, by the sign-in link /web would DM them."""
-    link = await bot.web.sign_in_link(MEMBER, GUILD_ID, [])
+    link = await bot.web.sign_in_link(MEMBER, GUILD_ID)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
         async with client.get(link) as response:
             page = await response.text()
@@ -103,19 +108,23 @@ async def signed_in_cookies(bot, url: str) -> dict[str, str]:
 
 
 def load(url: str, cookies: dict[str, str], browsers: int, rounds: int, job_ids: list[int]) -> dict[str, list]:
-    """The browsers' requests, from a thread with its own event loop (the bot's loop only serves)."""
+    """The browsers' requests, from a process of their own (the bot's process only serves)."""
     timings: dict[str, list] = {"gallery": [], "job": [], "thumbnail": [], "thumb_bytes": []}
 
     async def browser(number: int) -> None:
         connector = aiohttp.TCPConnector(limit=6)  # a browser opens about six connections to a host
         async with aiohttp.ClientSession(cookies=cookies, connector=connector) as client:
+            kept: set[str] = set()  # thumbnails this browser has (Cache-Control: private, max-age=86400)
             for round_number in range(rounds):
+                await barrier.wait()  # the browsers open the gallery together, round after round
                 started = time.perf_counter()
                 async with client.get(f"{url}/gallery/{GUILD_ID}") as response:
                     page = await response.text()
                     assert response.status == 200, response.status
                 timings["gallery"].append((round_number, time.perf_counter() - started))
-                thumbs = re.findall(r'src="(/images/\d+/thumb\.webp)"', page)
+                thumbs = [address for address in re.findall(r'src="(/images/\d+/thumb\.webp)"', page)
+                          if address not in kept]
+                kept.update(thumbs)
 
                 async def fetch(address: str, round_number: int = round_number) -> None:
                     began = time.perf_counter()
@@ -131,9 +140,18 @@ def load(url: str, cookies: dict[str, str], browsers: int, rounds: int, job_ids:
                 timings["job"].append((round_number, time.perf_counter() - started))
 
     async def all_browsers() -> None:
+        nonlocal barrier
+        barrier = asyncio.Barrier(browsers)
         await asyncio.gather(*(browser(number) for number in range(browsers)))
+    barrier: asyncio.Barrier
     asyncio.run(all_browsers())
     return timings
+
+
+async def in_browsers(*call):
+    """`call` in another process, as browsers are: the server's loop and GIL are its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return await asyncio.get_running_loop().run_in_executor(pool, *call)
 
 
 async def loop_stalls(stop: asyncio.Event, every: float = 0.01) -> list[float]:
@@ -150,6 +168,8 @@ def report(title: str, timings: dict[str, list], rounds: range) -> None:
     print(f"\n{title}")
     for kind in ("gallery", "thumbnail", "job"):
         values = [seconds * 1000 for round_number, seconds in timings[kind] if round_number in rounds]
+        if not values:
+            continue
         print(f"  {kind:<10} {len(values):>6} requests   p50 {percentile(values, 0.5):7.1f} ms   "
               f"p99 {percentile(values, 0.99):7.1f} ms   max {max(values):7.1f} ms")
 
@@ -165,15 +185,17 @@ async def run(browsers: int, rounds: int, pictures: int, side: int) -> None:
             sample = [image for job_id in job_ids[:3] for image in (await _job(bot, job_id)).images]
             png_bytes = statistics.mean(Path(image.path).stat().st_size for image in sample)
 
-            timings = await asyncio.to_thread(load, url, cookies, browsers, rounds, job_ids)
+            timings = await in_browsers(load, url, cookies, browsers, rounds, job_ids)
             print(f"{browsers} browsers x {rounds} rounds: a gallery page of {min(50, pictures)} pictures "
                   f"({side} px), its thumbnails, one job page")
             report("1. cold (first round: thumbnails made on first use)", timings, range(0, 1))
-            report("2. warm (thumbnails from the WebP cache)", timings, range(1, rounds))
+            report("2. warm (next rounds: the browsers kept the thumbnails)", timings, range(1, rounds))
             print(f"  thumbnails: {statistics.mean(timings['thumb_bytes']) / 1024:.1f} KiB WebP on average "
                   f"for {png_bytes / 1024:.1f} KiB PNGs ({png_bytes / statistics.mean(timings['thumb_bytes']):.1f}x)")
+            fresh = await in_browsers(load, url, cookies, browsers, 1, job_ids)
+            report("3. new browsers, thumbnails made already", fresh, range(0, 1))
 
-            # 3. the same, while the engine generates
+            # 4. the same, while the engine generates
             requests = read_prompt(bot.settings, "a red circle on a white background --repeat 10")
             user = await _user(bot)
             job_ids_busy, _ = await bot.delivery.submit_from_web(
@@ -181,18 +203,19 @@ async def run(browsers: int, rounds: int, pictures: int, side: int) -> None:
             await asyncio.sleep(1.0)  # the engine has started
             stop = asyncio.Event()
             stalls_task = asyncio.create_task(loop_stalls(stop))
-            busy = await asyncio.to_thread(load, url, cookies, browsers, rounds, job_ids)
+            busy = await in_browsers(load, url, cookies, browsers, rounds, job_ids)
             stop.set()
             stalls = [late * 1000 for late in await stalls_task]
-            report("3. warm while the engine generates (a --repeat 10 prompt running on the built-in model)", busy,
-                   range(1, rounds))
+            report("4. new browsers while the engine generates (a --repeat 10 prompt on the built-in model)", busy,
+                   range(0, rounds))
             print(f"  event loop stall: p50 {percentile(stalls, 0.5):.1f} ms   p99 {percentile(stalls, 0.99):.1f} ms"
                   f"   max {max(stalls):.1f} ms over {len(stalls)} ticks of 10 ms")
             for job_id in job_ids_busy:
                 await bot.jobs.cancel(job_id)
-            warm = [s * 1000 for r, s in timings["gallery"] if r >= 1]
-            print(f"\ngoal: warm gallery page p99 < 100 ms: {percentile(warm, 0.99):.1f} ms "
-                  f"({'met' if percentile(warm, 0.99) < 100 else 'NOT met'})")
+            warm = [seconds * 1000 for r, seconds in timings["gallery"] if r >= 1]
+            warm += [seconds * 1000 for _, seconds in fresh["gallery"]]
+            print(f"\ngoal: gallery page p99 < 100 ms with the thumbnails made (2 and 3): "
+                  f"{percentile(warm, 0.99):.1f} ms ({'met' if percentile(warm, 0.99) < 100 else 'NOT met'})")
         finally:
             await bot.close()
             await fake.close()

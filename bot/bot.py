@@ -9,12 +9,13 @@ them down in reverse.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import aiohttp
 import discord
@@ -26,6 +27,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryService
 from bot.fetch import FetchLimiter, make_session
 from bot.jobs import JobRunner
+from bot.membership import Membership
 from bot.metrics import Metrics
 from bot.replies import tell_privately
 from bot.rules import CommunityRules, let_in
@@ -62,6 +64,24 @@ def build_engine(settings: Settings) -> Engine:
     return Engine(settings.catalog, device=device, dtype=torch.float16 if device == "cuda" else torch.float32)
 
 
+class DataFolderBusy(Exception):
+    """Another bot process holds the data folder (its database and pictures)."""
+
+
+def lock_data_folder(folder: Path) -> IO[str]:
+    """Hold `folder`/bot.lock for this process's life, so that a second bot started on the same data
+    (the web app tried beside a running bot, say) stops at once instead of taking over its queue."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (folder / "bot.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DataFolderBusy(f"another bot process is running on {folder} (its database and pictures): stop it "
+                             "first, or give this one another [storage] in its own config.toml") from None
+    return lock
+
+
 class ImagineBot(commands.AutoShardedBot):
     settings: Settings
     jobs: JobRunner
@@ -70,6 +90,7 @@ class ImagineBot(commands.AutoShardedBot):
     fetch_limiter: FetchLimiter
     delivery: DeliveryService
     rules: CommunityRules
+    membership: Membership
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None,
                  previous_exit: PreviousExit = PreviousExit.UNKNOWN, started_file: Path | None = None,
@@ -88,9 +109,13 @@ class ImagineBot(commands.AutoShardedBot):
         self.job_buttons: JobButtonHandler | None = None  # what a press of a job's button does (cogs/imagine.py)
         self.with_discord = with_discord  # False: the web app alone, never logged in (`serve_web_alone`)
         self.web: WebServer | None = None
+        self._data_lock: IO[str] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
+        self._data_lock = lock_data_folder(self.settings.storage.image_dir.parent)  # before anything changes
+        if self.settings.web.enabled or not self.with_discord:
+            self.web = self.bind_web()
         self.database = create_engine(self.settings.storage.database_url)
         await upgrade_database(self.database)
         self.sessionmaker = create_sessionmaker(self.database)
@@ -112,11 +137,18 @@ class ImagineBot(commands.AutoShardedBot):
         self.add_dynamic_items(JobButton)
         self.http_session = make_session(self.settings.images)  # for user-given picture links only
         self.fetch_limiter = FetchLimiter(self.settings.images.max_fetches_per_user)
-        if self.settings.web.enabled or not self.with_discord:
-            from web.server import WebServer
+        self.membership = Membership(self)
+        if self.web is not None:
+            from web.server import WebUnavailable
 
-            self.web = WebServer(self, local=not self.with_discord)
-            await self.web.start()
+            try:
+                await self.web.start()
+            except WebUnavailable as error:
+                if not self.with_discord:
+                    raise
+                log.warning("%s; the Discord bot runs without its web app", error)
+                await self.web.close()
+                self.web = None
         self._sweeper = asyncio.create_task(self.sweep_old_pictures(), name="picture-retention")
         self.tree.on_error = self.on_app_command_error
         self.tree.interaction_check = self.check_command
@@ -125,6 +157,21 @@ class ImagineBot(commands.AutoShardedBot):
                 await self.load_extension(extension)
             except Exception:
                 log.exception("could not load extension %s", extension)
+
+    def bind_web(self) -> WebServer | None:
+        """The web app's port, taken before the database or the queue is touched. Alone (no token) a
+        port it cannot have stops the start (WebUnavailable); beside the bot, the bot runs without it."""
+        from web.server import WebServer, WebUnavailable
+
+        try:
+            web = WebServer(self, local=not self.with_discord)  # its signing key: read, or made in data/
+            web.bind()
+        except (WebUnavailable, ValueError, OSError) as error:
+            if not self.with_discord:
+                raise WebUnavailable(str(error)) from None
+            log.warning("%s; the Discord bot runs without its web app", error)
+            return None
+        return web
 
     async def job_runner(self) -> JobRunner:
         """The job runner on this process's engine (`[queue] executor = "local"`), or on the GPU
@@ -173,6 +220,9 @@ class ImagineBot(commands.AutoShardedBot):
             await self.http_session.close()
         if self.database is not None:
             await self.database.dispose()
+        if self._data_lock is not None:
+            self._data_lock.close()
+            self._data_lock = None
 
     @staticmethod
     async def finish_handlers(grace: float) -> None:
@@ -204,6 +254,8 @@ class ImagineBot(commands.AutoShardedBot):
                 if storage.keep_results_days:
                     results = await asyncio.to_thread(self.store.expire_results,
                                                       now - storage.keep_results_days * DAY)
+                    if self.web is not None:  # the web app's thumbnails of them
+                        await asyncio.to_thread(self.web.expire_cache, now - storage.keep_results_days * DAY)
                 if inputs or results:
                     log.info("retention: removed %d users' pictures and %d result pictures", inputs, results)
             except OSError:

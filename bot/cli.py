@@ -72,12 +72,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import aiohttp
     import discord
 
-    from bot.bot import ImagineBot
+    from bot.bot import DataFolderBusy, ImagineBot
     from bot.supervisor import PreviousExit
 
     try:
         ImagineBot(settings, previous_exit=PreviousExit(args.previous_exit), started_file=started_file).run(
             token, root_logger=True)
+    except DataFolderBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except discord.LoginFailure:
         print(f"Discord refused the token in {TOKEN_ENV}: copy it again from the developer portal "
               "(Bot > Reset Token) and export it.", file=sys.stderr)
@@ -97,8 +100,9 @@ def _serve_web_alone(settings, args: argparse.Namespace, started_file: Path | No
     """No token: the web app alone, on loopback, for one local user (docs/web.md)."""
     import asyncio
 
-    from bot.bot import serve_web_alone
+    from bot.bot import DataFolderBusy, serve_web_alone
     from bot.supervisor import PreviousExit
+    from web.server import WebUnavailable
 
     def announce(url: str) -> None:
         print(f"{TOKEN_ENV} is not set: the web app alone at {url} (one local user, nothing to sign in to; "
@@ -106,7 +110,7 @@ def _serve_web_alone(settings, args: argparse.Namespace, started_file: Path | No
     try:
         asyncio.run(serve_web_alone(settings, previous_exit=PreviousExit(args.previous_exit),
                                     started_file=started_file, on_ready=announce))
-    except OSError as error:
+    except (WebUnavailable, DataFolderBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return 0

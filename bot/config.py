@@ -153,7 +153,7 @@ class _Web(_Section):
     enabled: bool = True
     bind: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
+    public_url: str = Field("", pattern=r"^(https?://[^\s/?#]+/?)?$")  # an origin: the app is served at its root
     sign_in_minutes: float = Field(10.0, gt=0, le=60)
 
 

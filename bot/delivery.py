@@ -321,6 +321,8 @@ class DeliveryService:
         Without Discord (the web app alone: `to_discord=False`) only the web app's jobs are
         followed; Discord's wait, pending, for the next run with a token."""
         self.to_discord = to_discord
+        async with self.bot.sessionmaker.begin() as session:
+            await repo.settle_web_jobs(session)
         for job_id in self.bot.jobs.recovered:
             self._spawn(self._follow_recovered(job_id), job_id)
         if to_discord:

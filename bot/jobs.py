@@ -64,10 +64,10 @@ def cause_for_user(error: BaseException) -> str:
     return "something went wrong while making the pictures"
 
 
-
-
 class JobEvents:
-    """One listener's events of one job (`JobRunner.events`): iterated up to `JobFinished`, or closed."""
+    """One listener's events of one job (`JobRunner.events`): iterated up to `JobFinished`, or
+    closed. A listener that stops early (a `break`) must `close()` it; one cancelled while it
+    waits stops listening by itself."""
 
     def __init__(self, listeners: defaultdict[int, list[asyncio.Queue[JobEvent]]], job_id: int) -> None:
         self._listeners, self.job_id = listeners, job_id
@@ -81,7 +81,11 @@ class JobEvents:
     async def __anext__(self) -> JobEvent:
         if self._finished:
             raise StopAsyncIteration
-        event = await self._queue.get()  # a wait cancelled (a timeout) loses nothing: iterate again
+        try:
+            event = await self._queue.get()
+        except asyncio.CancelledError:  # the listener went away (a task cancelled at shutdown, a page closed)
+            self.close()
+            raise
         if isinstance(event, JobFinished):
             self.close()
         return event

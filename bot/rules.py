@@ -7,7 +7,7 @@ memory, read from the database at start-up and again after each /admin change, s
 check costs no database wait (only the fast-time count in `admit` reads it).
 
 Whom a rule concerns is an `Asker`: the member, the server, the channel and the roles
-they hold there; the web app will make one from its signed-in user.
+they hold there; the web app makes one from its signed-in member, with no channel.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Asker:
 
     user_id: int
     guild_id: int | None = None
-    channel_id: int | None = None
+    channel_id: int | None = None  # None: the web app (web/), which posts nothing in any channel
     parent_id: int | None = None  # the channel a thread is in: threads follow their channel's rules
     role_ids: frozenset[int] = frozenset()
     request_id: int | None = None  # the interaction: its checks count once against the burst allowance
@@ -211,7 +211,10 @@ class CommunityRules:
             reason = server.bans[asker.user_id]
             raise Refused("This server's moderators have banned you from the bot"
                           f"{f' ({reason})' if reason else ''}.")
-        if server.answer_channels and not ({asker.channel_id, asker.parent_id} & server.answer_channels):
+        # a request with no channel comes from the web app: the channels the bot answers in are
+        # about where it talks on Discord, and nothing is posted there for it
+        if (server.answer_channels and asker.channel_id is not None
+                and not ({asker.channel_id, asker.parent_id} & server.answer_channels)):
             places = ", ".join(f"<#{channel}>" for channel in sorted(server.answer_channels))
             raise Refused(f"The bot answers only in {places} on this server.")
 

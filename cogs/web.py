@@ -31,16 +31,18 @@ class Web(commands.Cog):
     @app_commands.command(name="web", description="Get a link (in DMs) that signs you in to the web app")
     async def web(self, interaction: discord.Interaction) -> None:
         if self.bot.web is None:
-            await interaction.response.send_message("❌ This bot has no web app ([web] enabled is false).",
-                                                    ephemeral=True)
+            await interaction.response.send_message("❌ This bot runs without its web app (the operator's log "
+                                                    "says why).", ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         asker = Asker.of(interaction)
-        link = await self.bot.web.sign_in_link(asker.user_id, asker.guild_id, sorted(asker.role_ids))
+        link = await self.bot.web.sign_in_link(asker.user_id, asker.guild_id)
         minutes = self.bot.settings.web.sign_in_minutes
         where = f" for {interaction.guild.name}" if interaction.guild is not None else ""
         text = (f"🔑 Your sign-in link to the web app{where}: {link}\nIt works once, within {minutes:g} minutes. "
                 "Do not share it: whoever opens it is signed in as you.")
+        if not self.bot.settings.web.public_url:  # http://127.0.0.1:8080: only a browser on the bot's machine
+            text += "\n(This bot's web app has no public address yet: the link opens on the bot's own machine only.)"
         try:
             dm = await interaction.user.create_dm()
             await dm.send(text, suppress_embeds=True)

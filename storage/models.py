@@ -265,5 +265,4 @@ class WebSignIn(Timestamped, Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)  # where /web was typed: whose rules apply on the web
-    role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)  # the member's roles there, then
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from .models import (
     AuditEntry,
@@ -220,6 +220,15 @@ async def mark_delivered(session: AsyncSession, *, job_id: int) -> None:
     job.delivery_attempts += 1
 
 
+async def settle_web_jobs(session: AsyncSession) -> int:
+    """Finished jobs made in the web app (no channel: their page shows them) still marked pending,
+    as a process killed between a job's end and its settling leaves them: delivered; how many."""
+    result = await session.execute(
+        update(Job).where(Job.channel_id.is_(None), Job.delivery == Delivery.PENDING, Job.state.not_in(UNFINISHED))
+        .values(delivery=Delivery.DELIVERED, delivered_at=_now()).execution_options(synchronize_session=False))
+    return result.rowcount
+
+
 async def note_delivery_failure(session: AsyncSession, *, job_id: int, error: str, retry_in: float | None) -> Job:
     """A delivery attempt failed: try again in `retry_in` seconds, or (None) never: nowhere is
     left to post it, and the job is undeliverable."""
@@ -277,13 +286,12 @@ async def parent_chain(session: AsyncSession, *, job_id: int) -> list[Job]:
 
 
 async def add_favourite(session: AsyncSession, *, user_id: int, image_id: int) -> bool:
-    """False when it was a favourite already."""
+    """False when it was a favourite already; safe when two presses of ❤️ race."""
     await ensure_user(session, user_id=user_id)
-    if await session.get(Favourite, (user_id, image_id)) is not None:
-        return False
-    session.add(Favourite(user_id=user_id, image_id=image_id))
-    await session.flush()
-    return True
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[session.get_bind().dialect.name]
+    added = await session.execute(insert(Favourite).values(user_id=user_id, image_id=image_id)
+                                  .on_conflict_do_nothing(index_elements=[Favourite.user_id, Favourite.image_id]))
+    return added.rowcount == 1
 
 
 async def remove_favourite(session: AsyncSession, *, user_id: int, image_id: int) -> bool:
@@ -532,23 +540,45 @@ async def usage_report(session: AsyncSession, *, guild_id: int, since: datetime,
     return [MemberUsage(user_id, jobs, float(total)) for user_id, jobs, total in await session.execute(query)]
 
 
-async def list_guild_pictures(session: AsyncSession, *, guild_id: int, limit: int = 50,
-                              offset: int = 0) -> list[Image]:
-    """A server's pictures (of its finished jobs), newest first, each with its job: its gallery."""
-    query = (select(Image).join(Job, Job.id == Image.job_id)
-             .where(Job.guild_id == guild_id, Job.state == JobState.DONE)
-             .order_by(Job.id.desc(), Image.index).limit(limit).offset(offset).options(selectinload(Image.job)))
-    return list(await session.scalars(query))
+async def get_image(session: AsyncSession, *, image_id: int) -> Image | None:
+    """A picture with its job (not the job's other pictures): one query, for serving it."""
+    return await session.scalar(select(Image).where(Image.id == image_id).options(joinedload(Image.job)))
+
+
+@dataclass(frozen=True)
+class GalleryPicture:
+    """One picture of a server's gallery: what its tile needs, read without loading rows as objects."""
+
+    image_id: int
+    job_id: int
+    index: int
+    prompt: str
+
+
+async def list_guild_pictures(session: AsyncSession, *, guild_id: int, channel_ids: list[int], limit: int = 50,
+                              offset: int = 0) -> list[GalleryPicture]:
+    """A server's pictures (of its finished jobs made on the web there, or in `channel_ids`), newest
+    first: its gallery as one member may see it."""
+    query = (select(Image.id, Image.job_id, Image.index, Job.prompt).join(Job, Job.id == Image.job_id)
+             .where(Job.guild_id == guild_id, Job.state == JobState.DONE,
+                    or_(Job.channel_id.is_(None), Job.channel_id.in_(channel_ids)))
+             .order_by(Job.id.desc(), Image.index).limit(limit).offset(offset))
+    return [GalleryPicture(*row) for row in await session.execute(query)]
 
 
 async def record_sign_in(session: AsyncSession, *, token_hash: str, user_id: int, guild_id: int | None,
-                         role_ids: list[int], expires_at: datetime) -> None:
+                         expires_at: datetime) -> None:
     """A sign-in link `/web` sent (by its token's hash); the expired ones go at the same time."""
     await session.execute(delete(WebSignIn).where(WebSignIn.expires_at < _now())
                           .execution_options(synchronize_session=False))
-    session.add(WebSignIn(token_hash=token_hash, user_id=user_id, guild_id=guild_id, role_ids=role_ids,
-                          expires_at=expires_at))
+    session.add(WebSignIn(token_hash=token_hash, user_id=user_id, guild_id=guild_id, expires_at=expires_at))
     await session.flush()
+
+
+async def peek_sign_in(session: AsyncSession, *, token_hash: str) -> WebSignIn | None:
+    """The sign-in link with this hash if it is still good, left as it is (its page, before the press)."""
+    return await session.scalar(select(WebSignIn).where(WebSignIn.token_hash == token_hash,
+                                                        WebSignIn.expires_at >= _now()))
 
 
 async def take_sign_in(session: AsyncSession, *, token_hash: str) -> WebSignIn | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from helpers.discord_harness import (
     reaction_payload,
     with_attachments,
 )
+from helpers.gates import hold_jobs_at_start
 
 from bot.bot import ImagineBot
 from bot.config import DiscordSettings, StorageSettings, WebSettings, load_settings
@@ -188,17 +188,6 @@ async def harness(start_bot) -> Harness:
 @pytest.fixture
 def gate(harness):
     """Hold every job at its start until the test opens the gate (the queue fills up meanwhile)."""
-    opened = threading.Event()
-    make_work = harness.bot.jobs.make_work
-
-    def gated(job):
-        work = make_work(job)
-
-        def run(report, token):
-            opened.wait(timeout=120)
-            return work(report, token)
-        return run
-
-    harness.bot.jobs.make_work = gated
+    opened = hold_jobs_at_start(harness.bot.jobs)
     yield opened
     opened.set()

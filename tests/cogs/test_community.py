@@ -27,6 +27,7 @@ from helpers.discord_harness import (
     drawn_png,
     form_inputs,
 )
+from helpers.gates import hold_jobs_at_start
 from helpers.job_messages import job_of_message
 from sqlalchemy import func, select
 
@@ -197,8 +198,9 @@ async def test_a_ban_refuses_commands_and_buttons_on_old_grids_until_unbanned(ha
     assert f"<@{MODERATOR}> unban" in lines[0] and f"<@{MODERATOR}> ban" in lines[1]
 
 
-async def test_a_ban_cancels_the_members_waiting_jobs_and_survives_a_restart(start_bot, gate):
+async def test_a_ban_cancels_the_members_waiting_jobs_and_survives_a_restart(start_bot):
     harness = await start_bot()
+    gate = hold_jobs_at_start(harness.bot.jobs)  # (the `gate` fixture would start a second bot on the same data)
     harness.command("imagine", MEMBER, prompt="a {red, blue, green} circle")
     await harness.discord.wait_for(lambda: harness.bot.jobs.scheduler.queued_for(MEMBER))
     await harness.ephemeral_text(moderator(harness, "ban", member=MEMBER))

@@ -124,3 +124,39 @@ async def test_undelivered_jobs_are_due_by_backoff_and_new_ones_come_first(sessi
         assert await repo.list_undelivered_jobs(session) == []
         third_job = await repo.get_job(session, job_id=third)
     assert (third_job.delivery, third_job.delivery_attempts) == (Delivery.DELIVERED, 1)
+
+
+async def test_a_favourite_taken_away_and_a_web_jobs_settling(sessionmaker):
+    job_id = await new_job(sessionmaker)
+    async with sessionmaker.begin() as session:
+        await repo.record_images(session, job_id=job_id, images=images_for(job_id))
+        image_id = (await repo.get_job(session, job_id=job_id)).images[0].id
+        assert await repo.add_favourite(session, user_id=9, image_id=image_id) is True
+    async with sessionmaker.begin() as session:
+        assert await repo.remove_favourite(session, user_id=9, image_id=image_id) is True
+        assert await repo.remove_favourite(session, user_id=9, image_id=image_id) is False
+    # a web job (no channel) finished but left pending by a kill is settled; a Discord job is not
+    web_done, discord_done, web_queued = (await new_job(sessionmaker), await new_job(sessionmaker, channel_id=5),
+                                          await new_job(sessionmaker))
+    async with sessionmaker.begin() as session:
+        for job in (web_done, discord_done):
+            await repo.record_images(session, job_id=job, images=images_for(job))
+        assert await repo.settle_web_jobs(session) == 2  # web_done and the first job above
+    async with sessionmaker() as session:
+        deliveries = {job: (await repo.get_job(session, job_id=job)).delivery.value
+                      for job in (web_done, discord_done, web_queued)}
+    assert deliveries == {web_done: "delivered", discord_done: "pending", web_queued: "pending"}
+
+
+async def test_a_gallery_lists_the_web_jobs_and_the_channels_given_newest_first(sessionmaker):
+    jobs = {name: await new_job(sessionmaker, prompt=name, guild_id=7, channel_id=channel)
+            for name, channel in (("web", None), ("seen", 10), ("hidden", 11))}
+    other_server = await new_job(sessionmaker, prompt="elsewhere", guild_id=8)
+    async with sessionmaker.begin() as session:
+        for job in [*jobs.values(), other_server]:
+            await repo.record_images(session, job_id=job, images=images_for(job, 2))
+    async with sessionmaker() as session:
+        pictures = await repo.list_guild_pictures(session, guild_id=7, channel_ids=[10])
+        assert [(p.prompt, p.index) for p in pictures] == [("seen", 0), ("seen", 1), ("web", 0), ("web", 1)]
+        assert [p.prompt for p in await repo.list_guild_pictures(session, guild_id=7, channel_ids=[10],
+                                                                 limit=1, offset=2)] == ["web"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from helpers.gates import hold_jobs_at_start
 from helpers.ports import free_port
 
 from bot.bot import ImagineBot
@@ -59,23 +60,12 @@ async def start_web(engine, tmp_path, caplog):
             load_settings(ROOT / "config.toml"),
             storage=StorageSettings(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", tmp_path / "images"),
             images=FetchPolicy(allow_private_addresses=True),
-            web=WebSettings(port=free_port()), **changes)
+            **({"web": WebSettings(port=free_port())} | changes))
         bot = ImagineBot(settings, engine=engine, with_discord=False)
         running.append(bot)
         await bot.__aenter__()
         await bot.setup_hook()
-        held = threading.Event()
-        held.set()
-        make_work = bot.jobs.make_work
-
-        def holdable(job):
-            work = make_work(job)
-
-            def run(report, token):
-                held.wait(timeout=120)
-                return work(report, token)
-            return run
-        bot.jobs.make_work = holdable
+        held = hold_jobs_at_start(bot.jobs, opened=True)
         holds.append(held)
         assert bot.web is not None
         return WebApp(bot, bot.web.url, held)

@@ -11,12 +11,17 @@ import re
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 from helpers.discord_harness import drawn_png
 from helpers.hostile_pictures import bomb_png
+from helpers.ports import free_port
 from PIL import Image
 from playwright.async_api import expect
 
-from bot.config import ModerationSettings
+from bot.config import ModerationSettings, WebSettings
+from storage import repository as repo
+from web.app import allowed_hosts
+from web.identity import SECRET_ENV, public_origin, secret_key
 
 SCRIPT = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=1>"
 
@@ -184,3 +189,103 @@ async def test_the_thumbnails_are_small_webps_of_the_stored_pictures(web, page):
     answers = await asyncio.gather(*(page.request.get(address) for address in others))
     assert [answer.status for answer in answers] == [200] * len(others)
     assert len({await answer.body() for answer in answers}) == 3
+
+
+async def test_another_host_name_is_refused_so_a_rebound_dns_name_reaches_nothing(web):
+    async with aiohttp.ClientSession() as client:
+        async with client.get(web.url + "/", headers={"Host": "evil.example:8080"}) as response:
+            assert response.status == 400
+        async with client.get(web.url + "/", headers={"Host": "localhost"}) as response:
+            assert response.status == 200
+
+
+async def test_behind_a_proxy_a_form_from_the_public_address_is_taken(start_web):
+    web = await start_web(web=WebSettings(port=free_port(), public_url="https://imagine.example.org"))
+    async with aiohttp.ClientSession() as client:  # as the proxy passes it on: the browser spoke https
+        async with client.get(web.url + "/") as response:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', await response.text()).group(1)
+            session = response.cookies["imagine_session"]
+            assert session["secure"] and session["httponly"]  # sent back by the browser over https only
+        cookie = {"Cookie": f"imagine_session={session.value}"}
+        form = {"csrf": csrf, "prompt": "a red circle"}
+        async with client.post(web.url + "/imagine", data=form, allow_redirects=False,
+                               headers={"Origin": "https://imagine.example.org", **cookie}) as response:
+            assert response.status == 303
+        async with client.post(web.url + "/imagine", data=form, allow_redirects=False,
+                               headers={"Origin": "https://elsewhere.example.org", **cookie}) as response:
+            assert response.status == 403
+    (job,) = await web.jobs()
+    await web.settled(job.id)
+
+
+async def test_absurd_ids_and_page_numbers_are_a_404_or_the_first_page_never_a_500(web):
+    async with aiohttp.ClientSession() as client:
+        for address in ("/jobs/" + "9" * 5000, "/images/" + "1" * 20 + "/thumb.webp", "/jobs/1/" + "7" * 30):
+            async with client.get(web.url + address) as response:
+                assert response.status == 404, address
+        for page in ("²", "0", "-3", "9" * 5000, "1e3"):
+            async with client.get(web.url + "/me", params={"page": page}) as response:
+                assert response.status == 200, page
+
+
+async def test_many_hearts_at_once_make_one_favourite(web, page):
+    job_id = await imagine_done(web, page, "a red circle on a white background")
+    async with browser_client(page) as (client, csrf):
+        async def press():
+            async with client.post(f"{web.url}/jobs/{job_id}/act", allow_redirects=False,
+                                   data={"csrf": csrf, "action": "fav", "index": "1"}) as response:
+                return response.status
+        assert await asyncio.gather(*(press() for _ in range(6))) == [303] * 6
+    async with web.bot.sessionmaker() as session:
+        favourites = await repo.list_favourites(session, user_id=1)
+    assert len(favourites) <= 1  # pressed an even or odd number of times: on or off, never twice
+
+
+async def test_a_member_may_follow_a_few_jobs_live_not_a_hundred(web, page):
+    web.held.clear()
+    job_id = await started(web, page, "a red circle")
+    await page.goto(web.url + "/")  # the job's own page (one live stream) is left
+    async with browser_client(page) as (client, _):
+        streams = [await client.get(f"{web.url}/jobs/{job_id}/events") for _ in range(8)]
+        try:
+            assert [stream.status for stream in streams] == [200] * 8
+            async with client.get(f"{web.url}/jobs/{job_id}/events") as refused:
+                assert refused.status == 429
+                assert "You are following 8 jobs live already" in await refused.text()
+        finally:
+            for stream in streams:
+                stream.close()
+    web.held.set()
+    await web.settled(job_id)
+
+
+async def started(web, page, prompt: str) -> int:
+    await page.goto(web.url + "/")
+    await page.fill("#prompt", prompt)
+    await page.click("button:text-is('Imagine')")
+    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    return int(page.url.rsplit("/", 1)[1])
+
+
+def test_a_signing_key_cut_short_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    (tmp_path / "web-secret").write_text("")
+    key = secret_key(tmp_path)
+    assert len(key) >= 32 and (tmp_path / "web-secret").read_text() == key
+    assert secret_key(tmp_path) == key  # kept
+    assert oct((tmp_path / "web-secret").stat().st_mode & 0o777) == "0o600"
+    monkeypatch.setenv(SECRET_ENV, "short")
+    with pytest.raises(ValueError, match="too short"):
+        secret_key(tmp_path)
+
+
+def test_the_public_address_is_read_as_browsers_say_an_origin_and_ipv6_hosts_in_brackets():
+    assert public_origin("HTTPS://Imagine.Example.org:443/") == "https://imagine.example.org"
+    assert public_origin("http://example.org:8080") == "http://example.org:8080"
+    assert public_origin("https://[2001:db8::1]/") == "https://[2001:db8::1]"
+    assert public_origin("") is None
+    assert allowed_hosts(WebSettings(bind="::1"), local=False) == ["127.0.0.1", "localhost", "[::1]", "[::1]"]
+    assert allowed_hosts(WebSettings(bind="0.0.0.0", public_url="https://imagine.example.org"), local=False)[-1] == (
+        "imagine.example.org")
+    assert allowed_hosts(WebSettings(bind="0.0.0.0"), local=False) == ["*"]  # docs/web.md: set public_url
+    assert allowed_hosts(WebSettings(bind="0.0.0.0"), local=True) == ["127.0.0.1", "localhost", "[::1]"]

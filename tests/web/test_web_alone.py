@@ -70,3 +70,20 @@ def test_a_port_already_taken_is_said_in_one_line(tmp_path):
     assert error.startswith(f"error: the web app cannot listen on 127.0.0.1:{port} (Address already in use): set "
                             "another [web] port in config.toml, or stop what uses it")
     assert "Traceback" not in error and time.monotonic() - started < 120
+
+
+def test_a_second_bot_on_the_same_data_stops_at_once_and_changes_nothing(tmp_path):
+    port = free_port()
+    config = config_for(tmp_path, port)
+    with start(config) as first:
+        try:
+            assert first.stderr.readline().startswith("DISCORD_TOKEN is not set: the web app alone at")
+            with start(config) as second:
+                assert second.wait(timeout=120) == 2
+                error = second.stderr.read()
+            assert error == (f"error: another bot process is running on {tmp_path} (its database and pictures): "
+                             "stop it first, or give this one another [storage] in its own config.toml\n")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+                assert response.status == 200  # the first one serves on
+        finally:
+            first.kill()
