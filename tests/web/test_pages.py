@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import re
 
+import aiohttp
+from helpers.discord_harness import drawn_png
 from PIL import Image
 from playwright.async_api import Page, expect
 
@@ -129,3 +131,71 @@ async def test_a_mistake_in_the_prompt_is_shown_as_the_bot_words_it_and_nothing_
     await expect(page.locator(".error")).to_have_text("❌ --ar 99:1 is too wide: the ratio must be between 1:4 and 4:1")
     await expect(page.locator("#prompt")).to_have_value("a cat --ar 99:1")  # kept, to fix
     assert await web.jobs() == []
+
+
+async def test_every_button_of_a_picture_starts_its_job_and_the_picture_page_says_how_it_was_made(web, page):
+    parent_id = await imagine(page, web.url, "a red square on a white background --ar 3:2 --seed 11")
+    await expect(page.locator(".grid img")).to_have_count(4, timeout=120_000)
+    parent = await web.settled(parent_id)
+    await page.goto(f"{web.url}/jobs/{parent_id}/1")
+    await expect(page.locator("#a1111")).to_contain_text(f"Seed: {parent.images[1].seed}")
+    await expect(page.locator("#prompt-value")).to_have_text("a red square on a white background --ar 3:2 --seed 11")
+    await expect(page.locator(".parameters")).to_contain_text(str(parent.images[1].seed))
+    presses = {"Upscale (Subtle)": (JobKind.UPSCALE, "upscale_mode", "subtle"),
+               "Vary (Strong)": (JobKind.VARIATION, "variability", "strong"),
+               "Zoom Out 1.5x": (JobKind.ZOOM, "factor", 1.5), "Make Square": (JobKind.SQUARE, None, None),
+               "⬅️ Pan": (JobKind.PAN, "direction", "left")}
+    made = []
+    for label, (kind, option, value) in presses.items():
+        await page.goto(f"{web.url}/jobs/{parent_id}/1")
+        await page.click(f"button:text-is('{label}')")
+        await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+        child = await web.job(int(page.url.rsplit("/", 1)[1]))
+        assert (child.kind, child.parent_id, child.request["options"]["source_index"]) == (kind, parent_id, 1), label
+        if option is not None:
+            assert child.request["options"][option] == value, label
+        made.append(child.id)
+    await page.goto(f"{web.url}/jobs/{parent_id}")
+    await page.click("button[title=Reroll]")
+    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    reroll = await web.job(int(page.url.rsplit("/", 1)[1]))
+    assert (reroll.kind, reroll.parent_id, reroll.prompt) == (JobKind.REROLL, parent_id, parent.prompt)
+    made.append(reroll.id)
+
+    await page.goto(f"{web.url}/jobs/{parent_id}/1")
+    await page.click("button:text-is('❤️ Favourite')")
+    await expect(page.locator(".notice")).to_have_text("❤️ Added to your favourites.")
+    await page.goto(web.url + "/me/favourites")
+    await expect(page.locator(".gallery a")).to_have_attribute("href", f"/jobs/{parent_id}/1")
+    for job_id in made:
+        assert (await web.settled(job_id)).state == JobState.DONE
+
+
+async def test_a_blend_of_two_uploaded_pictures_and_an_image_prompt_by_upload(web, page, tmp_path):
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    red.write_bytes(drawn_png("circle", "red"))
+    blue.write_bytes(drawn_png("square", "blue"))
+    await page.goto(web.url + "/")
+    await page.set_input_files("#blend input[type=file]", [str(red), str(blue)])
+    await page.select_option("#blend select", "landscape")
+    await page.click("button:text-is('Blend')")
+    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    blend = await web.settled(int(page.url.rsplit("/", 1)[1]))
+    assert (blend.kind, blend.state, len(blend.request["options"]["inputs"])) == (JobKind.BLEND, JobState.DONE, 2)
+    assert blend.prompt == "blend of 2 pictures --ar 3:2" and blend.images[0].width > blend.images[0].height
+
+    await page.goto(web.url + "/")
+    await page.set_input_files(".prompt-form input[type=file]", [str(red), str(blue), str(red), str(blue),
+                                                                 str(red), str(blue)])
+    await page.fill("#prompt", "a circle")
+    await page.click("button:text-is('Imagine')")
+    await expect(page.locator(".message, .error")).to_contain_text("5")  # six pictures: refused, in words
+    await page.goto(web.url + "/")
+    await page.set_input_files(".prompt-form input[type=file]", [str(red)])
+    await page.fill("#prompt", "a circle --iw 2")
+    await page.click("button:text-is('Imagine')")
+    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    prompted = await web.settled(int(page.url.rsplit("/", 1)[1]))
+    assert prompted.state == JobState.DONE and prompted.request["image_urls"][0].startswith(f"{web.url}/inputs/")
+    async with aiohttp.ClientSession() as client, client.get(prompted.request["image_urls"][0]) as response:
+        assert response.status == 200 and await response.read() == red.read_bytes()
