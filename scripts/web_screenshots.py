@@ -24,21 +24,14 @@ from fake_bot import bot_on_fake_discord  # noqa: E402
 from helpers.discord_harness import GUILD_ID  # noqa: E402
 from helpers.gates import hold_jobs_at_start  # noqa: E402
 from helpers.ports import free_port  # noqa: E402
-from playwright.async_api import Page, async_playwright  # noqa: E402
+from helpers.web_pages import imagine  # noqa: E402
+from playwright.async_api import async_playwright  # noqa: E402
 
 from bot.config import WebSettings  # noqa: E402
 
 MEMBER = 9001
 PROMPTS = ("a red circle on a blue background --ar 3:2", "a yellow star on a black background",
            "a green square on a white background --ar 2:3")
-
-
-async def make(page: Page, url: str, prompt: str) -> int:
-    await page.goto(url + "/")
-    await page.fill("#prompt", prompt)
-    await page.click("button:text-is('Imagine')")
-    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
-    return int(page.url.rsplit("/", 1)[1])
 
 
 async def run(out: Path) -> None:
@@ -63,14 +56,14 @@ async def run(out: Path) -> None:
                 await page.wait_for_url(re.compile(r"/me$"))
                 held.set()
                 for prompt in PROMPTS[1:]:
-                    await make(page, url, prompt)
+                    await imagine(page, url, prompt)
                     await page.locator(".grid img").first.wait_for(timeout=120_000)
 
                 held.clear()  # the next job waits at its start, then runs while the page watches
                 await page.goto(url + "/")
                 await page.fill("#prompt", PROMPTS[0])
                 await shot("create")
-                job_id = await make(page, url, PROMPTS[0])
+                job_id = await imagine(page, url, PROMPTS[0])
                 await page.wait_for_timeout(500)
                 held.set()
                 await page.wait_for_function(

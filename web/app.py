@@ -96,6 +96,7 @@ PRESS_LABELS = {
     Action.ZOOM_15: "Zoom Out 1.5x", Action.SQUARE: "Make Square", Action.PAN_LEFT: "⬅️ Pan",
     Action.PAN_RIGHT: "➡️ Pan", Action.PAN_UP: "⬆️ Pan", Action.PAN_DOWN: "⬇️ Pan",
 }
+DIGITS = frozenset("0123456789")
 WEB_ACTIONS = JOB_ACTIONS | {Action.VARY_REGION, Action.ZOOM_CUSTOM, Action.FAVOURITE}
 
 
@@ -335,7 +336,12 @@ class Pages:
         if int(declared) > max_pictures * max_bytes + MAX_FORM_OVERHEAD:
             raise HTTPException(413, f"That is more than this form takes: at most {max_pictures} pictures of "
                                      f"{readable_size(max_bytes)} each.")
-        async with request.form(max_files=max_pictures, max_fields=20, max_part_size=MAX_FORM_OVERHEAD) as form:
+        try:
+            form = await request.form(max_files=max_pictures, max_fields=20, max_part_size=MAX_FORM_OVERHEAD)
+        except HTTPException:  # the multipart parser's own limits, in its own words
+            raise HTTPException(400, f"That form holds more than it takes: at most {max_pictures} pictures and 20 "
+                                     "fields, each of at most 64 KiB.") from None
+        try:
             check_csrf(request, form.get("csrf"))
             fields = {key: value for key, value in reversed(form.multi_items()) if isinstance(value, str)}
             pictures = []
@@ -344,6 +350,8 @@ class Pages:
                     data = await item.read(max_bytes + 1)
                     name = f"upload-{len(pictures)}"
                     pictures.append(Upload(name, item.filename or name, len(data), item.content_type, data))
+        finally:
+            await form.close()  # the files it spooled to disk
         return SentForm(fields, pictures)
 
     async def keep_uploads(self, viewer: Viewer, uploads: list[Upload]) -> list[str]:
@@ -413,7 +421,8 @@ class Pages:
 
     async def follow(self, job: Job, viewer: Viewer) -> AsyncIterator[ServerSentEvent]:
         if self._streams[viewer.user_id] >= MAX_STREAMS_PER_VIEWER:  # checked again: requests sent together
-            yield ServerSentEvent(event="end", data="too many live pages")
+            yield ServerSentEvent(event="refused", data=f"You are following {MAX_STREAMS_PER_VIEWER} jobs live "
+                                                            "already: close some of their pages.")
             return
         self._streams[viewer.user_id] += 1
         events = self.bot.jobs.events(job.id)  # listening before the state is read again: nothing missed
@@ -488,13 +497,14 @@ class Pages:
         viewer = viewer_of(request)
         form = await self.read_form(request, 0)
         job_id = request.path_params["job_id"]
+        index_text = form.get("index") or "0"
         try:
             action = Action(str(form.get("action")))
-            index = int(str(form.get("index") or "0")[:2])
         except ValueError:
-            raise HTTPException(400, "That is not something a picture can do.") from None
-        if action not in WEB_ACTIONS or not 0 <= index <= 9:
+            action = None
+        if action not in WEB_ACTIONS or index_text not in DIGITS:  # one digit, as on a button
             raise HTTPException(400, "That is not something a picture can do.")
+        index = int(index_text)
         back = f"/jobs/{job_id}/{index}" if form.get("from") == "picture" else f"/jobs/{job_id}"
         try:
             await self.visible_job(viewer, job_id)

@@ -22,6 +22,7 @@ from helpers.discord_harness import (
     THREAD_ID,
 )
 from helpers.job_messages import job_of_message
+from helpers.pictures import detail
 from PIL import Image
 
 from bot.config import ModerationSettings
@@ -50,12 +51,6 @@ def difference(one: Image.Image, other: Image.Image) -> float:
     return float(np.abs(np.asarray(one, dtype=np.float32) - np.asarray(other, dtype=np.float32)).mean())
 
 
-def detail(image: Image.Image) -> float:
-    """The sharpest edges of a picture: the strongest 1 % of the steps from one pixel to the next
-    (a shape's outline; a blur past recognition leaves none)."""
-    pixels = np.asarray(image, dtype=np.float32)
-    steps = np.concatenate([np.abs(np.diff(pixels, axis=1)).ravel(), np.abs(np.diff(pixels, axis=0)).ravel()])
-    return float(np.percentile(steps, 99))
 
 
 async def test_a_flagged_grid_is_blurred_as_a_spoiler_with_a_notice_and_marked(checked):

@@ -15,6 +15,7 @@ import pytest
 from helpers.discord_harness import drawn_png
 from helpers.hostile_pictures import bomb_png
 from helpers.ports import free_port
+from helpers.web_pages import imagine
 from PIL import Image
 from playwright.async_api import expect
 
@@ -128,7 +129,7 @@ async def test_made_up_ids_actions_and_regions_are_refused_in_words(web, page):
     job_id = await imagine_done(web, page, "a red circle on a white background --seed 2")
     async with browser_client(page) as (client, csrf):
         for form in ({"action": "nope"}, {"action": "v", "index": "12"}, {"action": "v", "index": "-1"},
-                     {"action": "v", "index": "1e9"}):
+                     {"action": "v", "index": "1e9"}, {"action": "v", "index": "05"}, {"action": "v", "index": "²"}):
             async with client.post(f"{web.url}/jobs/{job_id}/act", data={"csrf": csrf, **form}) as response:
                 assert response.status == 400, form
                 assert "That is not something a picture can do." in await response.text()
@@ -160,11 +161,7 @@ async def test_banned_words_are_refused_on_the_web_naming_them(start_web, page):
 
 
 async def imagine_done(web, page, prompt: str) -> int:
-    await page.goto(web.url + "/")
-    await page.fill("#prompt", prompt)
-    await page.click("button:text-is('Imagine')")
-    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
-    job_id = int(page.url.rsplit("/", 1)[1])
+    job_id = await imagine(page, web.url, prompt)
     await web.settled(job_id)
     return job_id
 
@@ -243,7 +240,7 @@ async def test_many_hearts_at_once_make_one_favourite(web, page):
 
 async def test_a_member_may_follow_a_few_jobs_live_not_a_hundred(web, page):
     web.held.clear()
-    job_id = await started(web, page, "a red circle")
+    job_id = await imagine(page, web.url, "a red circle")
     await page.goto(web.url + "/")  # the job's own page (one live stream) is left
     async with browser_client(page) as (client, _):
         streams = [await client.get(f"{web.url}/jobs/{job_id}/events") for _ in range(8)]
@@ -257,14 +254,6 @@ async def test_a_member_may_follow_a_few_jobs_live_not_a_hundred(web, page):
                 stream.close()
     web.held.set()
     await web.settled(job_id)
-
-
-async def started(web, page, prompt: str) -> int:
-    await page.goto(web.url + "/")
-    await page.fill("#prompt", prompt)
-    await page.click("button:text-is('Imagine')")
-    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
-    return int(page.url.rsplit("/", 1)[1])
 
 
 def test_a_signing_key_cut_short_is_made_again(tmp_path, monkeypatch):

@@ -4,21 +4,14 @@ viewer opts in where the policy allows it; the same safety checker as on Discord
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 import pytest
+from helpers.pictures import detail
+from helpers.web_pages import imagine
 from PIL import Image
 
 from bot.config import ModerationSettings
-
-
-def detail(image: Image.Image) -> float:
-    """The sharpest edges of a picture: the strongest 1 % of the steps between neighbouring pixels
-    (a shape's outline; a blur past recognition leaves none)."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    steps = np.concatenate([np.abs(np.diff(pixels, axis=1)).ravel(), np.abs(np.diff(pixels, axis=0)).ravel()])
-    return float(np.percentile(steps, 99))
 
 
 async def fetched(page, address: str) -> Image.Image:
@@ -28,11 +21,7 @@ async def fetched(page, address: str) -> Image.Image:
 
 
 async def made(web, page, prompt: str):
-    await page.goto(web.url + "/")
-    await page.fill("#prompt", prompt)
-    await page.click("button:text-is('Imagine')")
-    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
-    return await web.settled(int(page.url.rsplit("/", 1)[1]))
+    return await web.settled(await imagine(page, web.url, prompt))
 
 
 @pytest.mark.parametrize("policy", ["blur", "withhold"])

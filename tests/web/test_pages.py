@@ -8,6 +8,7 @@ import re
 
 import aiohttp
 from helpers.discord_harness import drawn_png
+from helpers.web_pages import imagine
 from PIL import Image
 from playwright.async_api import Page, expect
 
@@ -22,14 +23,6 @@ new MutationObserver(() => {
   if (text && window.seen[window.seen.length - 1] !== text.textContent) window.seen.push(text.textContent);
 }).observe(document, {subtree: true, childList: true, characterData: true});
 """
-
-
-async def imagine(page: Page, url: str, prompt: str) -> int:
-    await page.goto(url + "/")
-    await page.fill("#prompt", prompt)
-    await page.click("button:text-is('Imagine')")
-    await page.wait_for_url(re.compile(r"/jobs/\d+$"))
-    return int(page.url.rsplit("/", 1)[1])
 
 
 async def shown(page: Page, selector: str) -> Image.Image:
@@ -189,7 +182,8 @@ async def test_a_blend_of_two_uploaded_pictures_and_an_image_prompt_by_upload(we
                                                                  str(red), str(blue)])
     await page.fill("#prompt", "a circle")
     await page.click("button:text-is('Imagine')")
-    await expect(page.locator(".message, .error")).to_contain_text("5")  # six pictures: refused, in words
+    await expect(page.locator(".message")).to_have_text(  # six pictures: refused, in words
+        "That form holds more than it takes: at most 5 pictures and 20 fields, each of at most 64 KiB.")
     await page.goto(web.url + "/")
     await page.set_input_files(".prompt-form input[type=file]", [str(red)])
     await page.fill("#prompt", "a circle --iw 2")

@@ -7,6 +7,7 @@ function followJob(section) {
   const preview = document.getElementById("preview");
   const events = new EventSource(`/jobs/${section.dataset.job}/events`);
   events.addEventListener("waiting", (event) => { text.textContent = event.data; });
+  events.addEventListener("refused", (event) => { events.close(); text.textContent = event.data; });
   events.addEventListener("progress", (event) => {
     const progress = JSON.parse(event.data);
     bar.value = progress.percent;
